@@ -1,0 +1,174 @@
+"""The attribute classifier: the yardstick every notebook measures generated images with.
+
+A small CNN with one head per attribute group (colour, shape, size, style) and a regression head
+for the object's position. Trained on the procedural dataset, held-out concepts included, and
+shipped as safetensors in data/. Its penultimate layer gives the features that distribution metrics
+(Fréchet distance, Vendi, precision/recall) are computed in.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from lorakit.data import ATTRIBUTES, ShapesDataset, as_uint8, make_dataset
+from lorakit.devices import device as pick_device
+from lorakit.paths import CLASSIFIER_PATH
+
+FEATURE_DIM = 96
+_REBUILD_HINT = "rebuild it with `python -m lorakit train-classifier` (about a minute on a laptop CPU)"
+
+
+class AttributeClassifier(nn.Module):
+    """CNN on 32x32 RGB: logits per attribute group, a position guess, and 96-d features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(),
+                nn.MaxPool2d(2),
+            )
+
+        self.body = nn.Sequential(block(3, 16), block(16, 32), block(32, 64))  # (B, 64, 4, 4)
+        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(64 * 4 * 4, FEATURE_DIM), nn.ReLU())
+        self.heads = nn.ModuleDict({g: nn.Linear(FEATURE_DIM, len(v)) for g, v in ATTRIBUTES.items()})
+        self.position = nn.Linear(FEATURE_DIM, 2)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer features of images in [-1, 1]; (B, 3, H, W) -> (B, 96)."""
+        return self.embed(self.body(x))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits per attribute group, (B, n_values) each, plus "position" (B, 2) in [0, 1]."""
+        h = self.features(x)
+        out = {g: head(h) for g, head in self.heads.items()}
+        out["position"] = self.position(h)
+        return out
+
+
+def _prepare(images, dev: torch.device) -> torch.Tensor:
+    """Any image batch the kit handles -> float (B, 3, H, W) in [-1, 1] on dev."""
+    return as_uint8(images).to(dev).float() / 127.5 - 1.0
+
+
+def load_classifier(path: str | Path | None = None, device: str | torch.device | None = None) -> AttributeClassifier:
+    """Load the shipped classifier (data/classifier.safetensors) in eval mode."""
+    path = Path(path) if path is not None else CLASSIFIER_PATH
+    if not path.is_file():
+        raise FileNotFoundError(f"classifier weights not found at {path}; {_REBUILD_HINT}")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"classifier file {path} is corrupted or not a safetensors file ({err}); {_REBUILD_HINT}") from err
+    model = AttributeClassifier()
+    try:
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as err:
+        raise ValueError(f"classifier file {path} does not match the kit's classifier ({err}); {_REBUILD_HINT}") from err
+    return model.to(pick_device(device)).eval()
+
+
+@torch.no_grad()
+def classify(model: AttributeClassifier, images, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Probabilities per attribute group (B, n_values) and "position" (B, 2), on the CPU."""
+    dev = next(model.parameters()).device
+    x = as_uint8(images)
+    parts: dict[str, list[torch.Tensor]] = {}
+    for i in range(0, len(x), batch_size):
+        out = model(_prepare(x[i : i + batch_size], dev))
+        for k, v in out.items():
+            parts.setdefault(k, []).append((v if k == "position" else v.softmax(-1)).cpu())
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def predict_words(model: AttributeClassifier, images) -> list[dict[str, str]]:
+    """The classifier's guess for each image as words, e.g. {"colour": "red", "shape": "circle", ...}."""
+    probs = classify(model, images)
+    idx = {g: probs[g].argmax(-1).tolist() for g in ATTRIBUTES}
+    return [{g: ATTRIBUTES[g][idx[g][i]] for g in ATTRIBUTES} for i in range(len(probs["colour"]))]
+
+
+@torch.no_grad()
+def features(images, model: AttributeClassifier | None = None, batch_size: int = 256) -> torch.Tensor:
+    """Penultimate-layer features of an image batch; (B, 96) on the CPU."""
+    model = model if model is not None else load_classifier()
+    dev = next(model.parameters()).device
+    x = as_uint8(images)
+    return torch.cat([model.features(_prepare(x[i : i + batch_size], dev)).cpu() for i in range(0, len(x), batch_size)])
+
+
+def accuracy_table(model: AttributeClassifier, data: ShapesDataset) -> dict[str, float]:
+    """Accuracy per attribute group on a labelled dataset, plus mean absolute position error (pixels)."""
+    probs = classify(model, data.images)
+    table = {g: (probs[g].argmax(-1) == data.labels(g)).float().mean().item() for g in ATTRIBUTES}
+    table["position_mae_px"] = ((probs["position"] - data.positions()).abs().mean() * data.images.shape[-1]).item()
+    return table
+
+
+def _all_words() -> list[str]:
+    return [w for ws in ATTRIBUTES.values() for w in ws]
+
+
+def train_classifier(
+    out: str | Path | None = None,
+    n_train: int = 24_000,
+    steps: int = 1_500,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> tuple[AttributeClassifier, dict[str, float]]:
+    """Train the classifier on every attribute (held-out ones too); save it atomically if `out`."""
+    torch.manual_seed(seed)
+    dev = pick_device(device)
+    train = make_dataset(n_train, seed=seed + 1, include=_all_words())
+    val = make_dataset(2_000, seed=seed + 2, include=_all_words())
+    model = AttributeClassifier().to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    labels = {g: train.labels(g) for g in ATTRIBUTES}
+    pos = train.positions()
+    gen = torch.Generator().manual_seed(seed)
+    for _ in tqdm(range(steps), desc="train classifier"):
+        idx = torch.randint(0, len(train), (batch_size,), generator=gen)
+        x = _prepare(train.images[idx], dev)  # (B, 3, H, W)
+        # noise makes it robust to the small artefacts of generated images
+        x = x + torch.randn(x.shape, generator=gen).to(dev) * 0.05 * torch.rand(batch_size, 1, 1, 1, generator=gen).to(dev)
+        out_ = model(x)
+        loss = sum(F.cross_entropy(out_[g], labels[g][idx].to(dev)) for g in ATTRIBUTES)
+        loss = loss + 10.0 * F.mse_loss(out_["position"], pos[idx].to(dev))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    model.eval()
+    table = accuracy_table(model, val)
+    if out is not None:
+        save_classifier(model, out)
+    return model, table
+
+
+def save_classifier(model: AttributeClassifier, path: str | Path) -> None:
+    """Write the weights as float16 safetensors, atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

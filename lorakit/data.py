@@ -1,0 +1,309 @@
+"""A procedural, captioned dataset of coloured shapes: every image has known attributes.
+
+One object on a plain background, 32x32 RGB. Captions read like "a large red circle". Some
+attribute values are *held out* of pre-training so that LoRA has something new to teach later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch.utils.data import Dataset
+
+IMAGE_SIZE = 32
+_SUPERSAMPLE = 4  # shapes are drawn at 4x and box-filtered down, so edges are anti-aliased
+BACKGROUND = (228, 228, 228)
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (215, 40, 40),
+    "green": (40, 165, 60),
+    "blue": (45, 85, 215),
+    "yellow": (235, 205, 35),
+    "purple": (140, 55, 185),
+    "orange": (245, 130, 25),
+}
+SHAPES = ("circle", "square", "triangle", "star")
+SIZES = ("small", "large")
+STYLES = ("solid", "striped")
+
+# attribute group -> all of its values, in label-index order
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "colour": tuple(COLOURS),
+    "shape": SHAPES,
+    "size": SIZES,
+    "style": STYLES,
+}
+# Concepts the base model never sees in pre-training: LoRA teaches them later.
+HELD_OUT: dict[str, tuple[str, ...]] = {"colour": ("orange",), "shape": ("star",), "style": ("striped",)}
+HELD_OUT_WORDS: tuple[str, ...] = tuple(w for ws in HELD_OUT.values() for w in ws)
+# Rare tokens with no meaning in pre-training, for DreamBooth-style lessons ("a sks triangle").
+RARE_TOKENS: tuple[str, ...] = ("sks", "zwx", "qrv")
+# Every word a caption can contain; the tokenizer's vocabulary is built from this list.
+CAPTION_WORDS: tuple[str, ...] = ("a",) + tuple(w for ws in ATTRIBUTES.values() for w in ws) + RARE_TOKENS
+
+_RADIUS = {"small": (5.0, 7.0), "large": (10.0, 12.5)}  # circumradius in pixels, by size
+_COLOUR_JITTER = 12  # +- per RGB channel, so samples of one colour are not all identical
+_STRIPE_PERIOD = 4  # pixels; "striped" keeps every other pair of rows
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """The ground truth of one image: words for each attribute plus the object's centre in pixels."""
+
+    colour: str
+    shape: str
+    size: str
+    style: str = "solid"
+    x: float = IMAGE_SIZE / 2
+    y: float = IMAGE_SIZE / 2
+
+    def label(self, group: str) -> int:
+        """Index of this image's value in ATTRIBUTES[group] (the classifier's target)."""
+        return ATTRIBUTES[group].index(getattr(self, group))
+
+
+def caption_for(attrs: Attributes, with_size: bool = True, token: str | None = None) -> str:
+    """Caption like "a large red striped circle" ("solid" is never written; size optional)."""
+    words = ["a"]
+    if token:
+        words.append(token)
+    if with_size:
+        words.append(attrs.size)
+    words.append(attrs.colour)
+    if attrs.style != "solid":
+        words.append(attrs.style)
+    words.append(attrs.shape)
+    return " ".join(words)
+
+
+def parse_prompt(prompt: str) -> dict[str, str]:
+    """The attribute words a prompt names, e.g. {"colour": "red", "shape": "circle"}."""
+    found: dict[str, str] = {}
+    for word in prompt.lower().replace(",", " ").split():
+        for group, values in ATTRIBUTES.items():
+            if word in values:
+                found[group] = word
+    return found
+
+
+def unknown_words(prompt: str) -> list[str]:
+    """Words of a prompt that never appear in the kit's captions (the model has not learnt them)."""
+    return [w for w in prompt.lower().replace(",", " ").split() if w not in CAPTION_WORDS]
+
+
+def _shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]] | None:
+    """Vertices for polygon shapes (None for the circle), in supersampled pixel coordinates."""
+    if shape == "square":
+        h = r * 0.8  # half side: a square of circumradius r would look much bigger than the circle
+        return [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
+    if shape == "triangle":
+        angles = np.deg2rad([-90, 30, 150])
+        cy = cy + r * 0.2  # centre the triangle's bounding box, not its centroid
+        return [(cx + r * np.cos(a), cy + r * np.sin(a)) for a in angles]
+    if shape == "star":
+        pts = []
+        for i in range(10):
+            rad = r if i % 2 == 0 else r * 0.5
+            a = np.deg2rad(-90 + 36 * i)
+            pts.append((cx + rad * np.cos(a), cy + rad * np.sin(a)))
+        return pts
+    return None
+
+
+def shape_mask(shape: str, x: float, y: float, radius: float) -> np.ndarray:
+    """Anti-aliased coverage mask in [0, 1] of one shape centred at (x, y); (H, W) float32."""
+    s = _SUPERSAMPLE
+    canvas = Image.new("L", (IMAGE_SIZE * s, IMAGE_SIZE * s), 0)
+    draw = ImageDraw.Draw(canvas)
+    cx, cy, r = x * s, y * s, radius * s
+    poly = _shape_polygon(shape, cx, cy, r)
+    if poly is None:
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+    else:
+        draw.polygon(poly, fill=255)
+    small = canvas.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX)
+    return np.asarray(small, dtype=np.float32) / 255.0
+
+
+def render(attrs: Attributes, radius: float | None = None, rgb: Sequence[int] | None = None) -> np.ndarray:
+    """Draw one image from its attributes (default: mid-range radius, pure colour); (H, W, 3) uint8."""
+    radius = float(np.mean(_RADIUS[attrs.size])) if radius is None else radius
+    colour = np.asarray(COLOURS[attrs.colour] if rgb is None else rgb, dtype=np.float32)
+    mask = shape_mask(attrs.shape, attrs.x, attrs.y, radius)  # (H, W)
+    if attrs.style == "striped":
+        rows = (np.arange(IMAGE_SIZE) // (_STRIPE_PERIOD // 2)) % 2 == 0
+        mask = mask * rows[:, None]
+    bg = np.asarray(BACKGROUND, dtype=np.float32)
+    img = bg * (1 - mask[..., None]) + colour * mask[..., None]  # (H, W, 3)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _allowed_values(include: Iterable[str] | None, exclude: Iterable[str] | None) -> dict[str, tuple[str, ...]]:
+    """Per attribute group, the values a dataset may draw (see make_dataset)."""
+    include, exclude = list(include or []), list(exclude or [])
+    valid = {w for ws in ATTRIBUTES.values() for w in ws}
+    bad = sorted(set(include + exclude) - valid)
+    if bad:
+        raise ValueError(
+            f"unknown attribute word(s) {bad}; valid words are: "
+            + "; ".join(f"{g}: {', '.join(v)}" for g, v in ATTRIBUTES.items())
+        )
+    allowed = {}
+    for group, values in ATTRIBUTES.items():
+        chosen = [v for v in values if v in include]
+        if not chosen:  # group not mentioned in include: the pre-training values
+            chosen = [v for v in values if v not in HELD_OUT.get(group, ())]
+        chosen = [v for v in chosen if v not in exclude]
+        if not chosen:
+            raise ValueError(f"include/exclude leave no {group} to draw; keep at least one of {list(values)}")
+        allowed[group] = tuple(chosen)
+    return allowed
+
+
+def sample_attributes(rng: np.random.Generator, allowed: dict[str, tuple[str, ...]]) -> tuple[Attributes, float]:
+    """Draw attributes and a radius; the position varies freely but keeps the object inside."""
+    colour, shape, size, style = (str(rng.choice(allowed[g])) for g in ("colour", "shape", "size", "style"))
+    lo, hi = _RADIUS[size]
+    radius = float(rng.uniform(lo, hi))
+    margin = radius + 1.0
+    x, y = (float(v) for v in rng.uniform(margin, IMAGE_SIZE - margin, size=2))
+    return Attributes(colour, shape, size, style, x, y), radius
+
+
+@dataclass
+class ShapesDataset(Dataset):
+    """Images, captions and attribute labels; indexing gives (image tensor in [-1, 1], caption)."""
+
+    images: torch.Tensor  # (N, 3, H, W) uint8
+    captions: list[str]
+    attributes: list[Attributes]
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+        return to_model_range(self.images[i]), self.captions[i]
+
+    def labels(self, group: str) -> torch.Tensor:
+        """Class indices of one attribute group for every image; (N,) long."""
+        return torch.tensor([a.label(group) for a in self.attributes], dtype=torch.long)
+
+    def positions(self) -> torch.Tensor:
+        """Object centres in [0, 1] image coordinates; (N, 2) float."""
+        return torch.tensor([[a.x, a.y] for a in self.attributes], dtype=torch.float32) / IMAGE_SIZE
+
+
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images in [0, 255] to float in [-1, 1], the range diffusion models use."""
+    return images.float() / 127.5 - 1.0
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [-1, 1] back to uint8 in [0, 255]."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def as_uint8(images) -> torch.Tensor:
+    """Any image batch the kit meets -> uint8 tensor (B, 3, H, W).
+
+    Accepts uint8 tensors (B, 3, H, W); float tensors (B, 3, H, W) in [0, 1] (diffusers'
+    ``output_type="pt"``); numpy arrays (B, H, W, 3), uint8 or float in [0, 1] (``output_type="np"``);
+    a list of PIL images; or a ShapesDataset.
+    """
+    if isinstance(images, ShapesDataset):
+        return images.images
+    if isinstance(images, (list, tuple)) and images and isinstance(images[0], Image.Image):
+        images = np.stack([np.asarray(im.convert("RGB")) for im in images])
+    if isinstance(images, np.ndarray):
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"numpy images must be (B, H, W, 3), got shape {images.shape}")
+        arr = images if images.dtype == np.uint8 else np.rint(np.clip(images, 0, 1) * 255).astype(np.uint8)
+        return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).contiguous()
+    if isinstance(images, torch.Tensor):
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"image tensors must be (B, 3, H, W), got shape {tuple(images.shape)}")
+        if images.dtype == torch.uint8:
+            return images.cpu()
+        return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    raise TypeError(f"cannot read images of type {type(images).__name__}; pass a tensor, numpy array or list of PIL images")
+
+
+def make_dataset(
+    n: int,
+    seed: int = 0,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
+    size_word_prob: float = 0.75,
+) -> ShapesDataset:
+    """Draw n captioned images. Same arguments give identical bytes.
+
+    By default only pre-training concepts appear (HELD_OUT_WORDS never do). ``include`` names
+    values to draw from in each group it mentions (held-out ones allowed): ``include=["orange"]``
+    gives orange shapes of every pre-training shape and size. ``exclude`` removes values.
+    The size word is written in a caption with probability ``size_word_prob``, so a model also
+    learns the spread of sizes for prompts that do not name one.
+    """
+    if not isinstance(n, (int, np.integer)) or n <= 0:
+        raise ValueError(f"n must be a positive integer number of images, got {n!r}")
+    if not 0.0 <= size_word_prob <= 1.0:
+        raise ValueError(f"size_word_prob is a probability in [0, 1], got {size_word_prob}")
+    allowed = _allowed_values(include, exclude)
+    rng = np.random.default_rng(seed)
+    images, captions, attributes = [], [], []
+    for _ in range(n):
+        attrs, radius = sample_attributes(rng, allowed)
+        rgb = np.asarray(COLOURS[attrs.colour]) + rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1, size=3)
+        images.append(render(attrs, radius, rgb))
+        captions.append(caption_for(attrs, with_size=bool(rng.random() < size_word_prob)))
+        attributes.append(attrs)
+    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
+    return ShapesDataset(pixels, captions, attributes)
+
+
+def few_shot_instance(
+    n: int = 5,
+    token: str = "sks",
+    colour: str = "purple",
+    shape: str = "triangle",
+    size: str = "small",
+    position: tuple[float, float] = (10.0, 11.0),
+    seed: int = 0,
+) -> ShapesDataset:
+    """N photos of one specific object for DreamBooth-style lessons, captioned "a sks triangle".
+
+    Colour, shape, size and position are fixed; like repeated photos of one object, each image
+    differs only by a pixel of jitter in position and a little in shade.
+    """
+    if n <= 0:
+        raise ValueError(f"n must be a positive number of images, got {n}")
+    if token not in RARE_TOKENS:
+        raise ValueError(f"token {token!r} is not one of the tokenizer's rare tokens {list(RARE_TOKENS)}")
+    _allowed_values([colour, shape, size], None)  # validates the words
+    rng = np.random.default_rng(seed)
+    radius = float(np.mean(_RADIUS[size]))
+    images, captions, attributes = [], [], []
+    for _ in range(n):
+        dx, dy = rng.uniform(-1.0, 1.0, size=2)
+        attrs = Attributes(colour, shape, size, "solid", position[0] + dx, position[1] + dy)
+        rgb = np.asarray(COLOURS[colour]) + rng.integers(-4, 5, size=3)
+        images.append(render(attrs, radius, rgb))
+        captions.append(f"a {token} {shape}")
+        attributes.append(attrs)
+    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return ShapesDataset(pixels, captions, attributes)
+
+
+def pretraining_prompts(with_size: bool = True) -> list[str]:
+    """Every "a {size} {colour} {shape}" prompt of the pre-training distribution."""
+    allowed = _allowed_values(None, None)
+    sizes = allowed["size"] if with_size else ("",)
+    return [
+        " ".join(w for w in ("a", s, c, sh) if w)
+        for s in sizes
+        for c in allowed["colour"]
+        for sh in allowed["shape"]
+    ]

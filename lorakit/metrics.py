@@ -1,0 +1,123 @@
+"""Metrics that turn claims about generated images into numbers.
+
+Distribution metrics work on feature vectors, normally the attribute classifier's penultimate
+layer (`lorakit.classifier.features`); accuracy works on images and the prompts that made them.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from scipy import linalg
+
+from lorakit.classifier import AttributeClassifier, load_classifier, predict_words
+from lorakit.data import as_uint8, parse_prompt
+
+
+def attribute_accuracy(
+    images, prompts: Sequence[str] | str, model: AttributeClassifier | None = None
+) -> dict[str, float]:
+    """Fraction of images whose classified attributes match the words of their prompt.
+
+    Each attribute group counts only over images whose prompt names it (a prompt without a style
+    word asks for "solid"). "all" is the fraction with every named attribute right.
+    """
+    model = model if model is not None else load_classifier()
+    n = len(as_uint8(images))
+    prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
+    if len(prompts) != n:
+        raise ValueError(f"got {n} images but {len(prompts)} prompts; pass one prompt per image or a single prompt")
+    guesses = predict_words(model, images)
+    hits: dict[str, list[bool]] = {}
+    all_right = []
+    for guess, prompt in zip(guesses, prompts):
+        wanted = {"style": "solid", **parse_prompt(prompt)}
+        right = {g: guess[g] == w for g, w in wanted.items()}
+        for g, ok in right.items():
+            hits.setdefault(g, []).append(ok)
+        all_right.append(all(right.values()))
+    table = {g: float(np.mean(v)) for g, v in hits.items()}
+    table["all"] = float(np.mean(all_right))
+    return table
+
+
+def _as_2d_float64(x, name: str) -> np.ndarray:
+    arr = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-d array of feature vectors (N, D), got shape {arr.shape}")
+    return arr
+
+
+def frechet_distance(feats_a, feats_b) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (Heusel et al. 2017, the "FID").
+
+    ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)). Here in the attribute classifier's
+    feature space, not Inception's, so values compare only within this kit.
+    """
+    a, b = _as_2d_float64(feats_a, "feats_a"), _as_2d_float64(feats_b, "feats_b")
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("Fréchet distance needs at least 2 samples in each set")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    if not np.isfinite(covmean).all():  # near-singular product: regularise as the reference FID code does
+        eps = np.eye(len(cov_a)) * 1e-6
+        covmean = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
+    covmean = covmean.real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
+
+
+def vendi_score(feats) -> float:
+    """Vendi score (Friedman & Dieng 2022): the effective number of distinct samples.
+
+    exp of the Shannon entropy of the eigenvalues of K/n, with K the cosine-similarity kernel.
+    N identical samples give 1; N mutually orthogonal samples give N.
+    """
+    x = _as_2d_float64(feats, "feats")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError("Vendi score with a cosine kernel needs non-zero feature vectors")
+    x = x / norms
+    eig = np.linalg.eigvalsh(x @ x.T / len(x))
+    eig = eig[eig > 1e-12]
+    return float(np.exp(-(eig * np.log(eig)).sum()))
+
+
+def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.maximum(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1), 0.0))
+
+
+def precision_recall_density_coverage(real_feats, fake_feats, k: int = 5) -> dict[str, float]:
+    """Precision and recall (Kynkäänniemi et al. 2019), density and coverage (Naeem et al. 2020).
+
+    Each real sample's k-NN radius (among reals) defines a ball. Precision: share of fakes inside
+    some real ball. Recall: share of reals inside some fake ball (fake k-NN radii). Density: how
+    many real balls hold each fake, over k. Coverage: share of real balls that hold any fake.
+    """
+    real, fake = _as_2d_float64(real_feats, "real_feats"), _as_2d_float64(fake_feats, "fake_feats")
+    if min(len(real), len(fake)) <= k:
+        raise ValueError(f"need more than k={k} samples in each set, got {len(real)} real and {len(fake)} fake")
+    d_rr, d_ff, d_rf = _pairwise(real, real), _pairwise(fake, fake), _pairwise(real, fake)  # (R,R) (F,F) (R,F)
+    r_real = np.sort(d_rr, axis=1)[:, k]  # column 0 is the point itself
+    r_fake = np.sort(d_ff, axis=1)[:, k]
+    inside = d_rf <= r_real[:, None]  # (R, F): fake j inside real i's ball
+    return {
+        "precision": float(inside.any(axis=0).mean()),
+        "recall": float((d_rf <= r_fake[None, :]).any(axis=1).mean()),
+        "density": float(inside.sum(axis=0).mean() / k),
+        "coverage": float((d_rf.min(axis=1) <= r_real).mean()),
+    }
+
+
+def nearest_train_distance(generated, train) -> torch.Tensor:
+    """For each generated image, RMS pixel distance (in [0, 1] units) to its nearest training image.
+
+    Near 0 means the sample copies a training image: the memorisation signal. Shape (B,).
+    """
+    g = as_uint8(generated).flatten(1).float() / 255.0  # (B, 3*H*W)
+    t = as_uint8(train).flatten(1).float() / 255.0  # (N, 3*H*W)
+    if g.shape[1] != t.shape[1]:
+        raise ValueError(f"generated images ({g.shape[1]} values) and training images ({t.shape[1]}) differ in size")
+    return torch.cdist(g, t).min(dim=1).values / g.shape[1] ** 0.5

@@ -1,0 +1,190 @@
+"""The tiny Stable Diffusion: the same diffusers/transformers parts as SD 1.5, configured small.
+
+image (3x32x32) -VAE-> latent (4x8x8) -UNet with cross-attention <- CLIP text embeddings (16x64)
+and back through the VAE decoder. `load_pipeline()` returns a stock `StableDiffusionPipeline`
+from data/tiny-sd, so every diffusers/peft call on it works the same on a real checkpoint.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from lorakit.data import IMAGE_SIZE, as_uint8, unknown_words
+from lorakit.devices import device as pick_device
+from lorakit.paths import PIPELINE_DIR
+from lorakit.tokenizer import MAX_LENGTH, build_tokenizer
+
+TEXT_DIM = 64  # width of the text embeddings the UNet cross-attends to (SD 1.5: 768)
+DEFAULT_STEPS = 20  # sampler steps for generate()
+DEFAULT_GUIDANCE = 4.0  # classifier-free guidance scale for generate()
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections SD LoRAs target
+_COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
+_REBUILD_HINT = "rebuild it with `python -m lorakit pretrain` (about 15 minutes on a laptop CPU)"
+
+
+def build_vae(channels: Sequence[int] = (32, 64, 64)) -> AutoencoderKL:
+    """An untrained AutoencoderKL: 3x32x32 images to 4x8x8 latents (two downsamplings)."""
+    n = len(channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=tuple(channels),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=IMAGE_SIZE,
+    )
+
+
+def build_text_encoder(tokenizer: CLIPTokenizer, width: int = TEXT_DIM, layers: int = 2) -> CLIPTextModel:
+    """An untrained CLIP text transformer sized for the kit's vocabulary and 16-token prompts."""
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_LENGTH,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config)
+
+
+def build_unet(channels: Sequence[int] = (48, 96), layers_per_block: int = 1, cross_dim: int = TEXT_DIM) -> UNet2DConditionModel:
+    """An untrained UNet2DConditionModel on 4x8x8 latents with cross-attention in every block."""
+    n = len(channels)
+    return UNet2DConditionModel(
+        sample_size=IMAGE_SIZE // 4,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * n,
+        up_block_types=("CrossAttnUpBlock2D",) * n,
+        block_out_channels=tuple(channels),
+        layers_per_block=layers_per_block,
+        cross_attention_dim=cross_dim,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+
+
+def training_scheduler() -> DDPMScheduler:
+    """SD 1.5's noise schedule (scaled-linear betas, 1000 steps, epsilon prediction).
+
+    clip_sample=False: clipping the predicted x0 to [-1, 1] ruins latents (SD's configs set it too).
+    """
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        prediction_type="epsilon",
+        steps_offset=1,
+    )
+
+
+def assemble_pipeline(
+    vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, unet: UNet2DConditionModel
+) -> StableDiffusionPipeline:
+    """Put the parts together as a stock StableDiffusionPipeline with a fast DPM-Solver sampler."""
+    sampler = DPMSolverMultistepScheduler.from_config(training_scheduler().config)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=sampler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_pipeline(seed: int = 0) -> StableDiffusionPipeline:
+    """An untrained tiny pipeline (random weights), e.g. for tests and the pre-training lesson."""
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    return assemble_pipeline(build_vae(), build_text_encoder(tokenizer), tokenizer, build_unet())
+
+
+def check_pipeline_dir(path: Path) -> None:
+    """Raise FileNotFoundError naming what is missing if `path` is not a complete pipeline folder."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"no tiny Stable Diffusion pipeline at {path}; {_REBUILD_HINT}")
+    missing = [p for p in ["model_index.json", *_COMPONENTS] if not (path / p).exists()]
+    for part in ("vae", "text_encoder", "unet"):
+        if (path / part).is_dir() and not any((path / part).glob("*.safetensors")):
+            missing.append(f"{part}/*.safetensors")
+    if missing:
+        raise FileNotFoundError(f"the pipeline folder {path} is incomplete (missing: {', '.join(missing)}); {_REBUILD_HINT}")
+
+
+def load_pipeline(path: str | Path | None = None, device: str | torch.device | None = None) -> StableDiffusionPipeline:
+    """The shipped tiny pipeline (data/tiny-sd) via `from_pretrained`, offline, in float32."""
+    path = Path(path) if path is not None else PIPELINE_DIR
+    check_pipeline_dir(path)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        path,
+        dtype=torch.float32,  # weights are stored in float16 to keep data/ small
+        safety_checker=None,
+        requires_safety_checker=False,
+        local_files_only=True,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(pick_device(device))
+
+
+def generate(
+    pipe: StableDiffusionPipeline,
+    prompts: Sequence[str] | str,
+    seed: int = 0,
+    num_inference_steps: int = DEFAULT_STEPS,
+    guidance_scale: float = DEFAULT_GUIDANCE,
+    n_per_prompt: int = 1,
+    **kwargs,
+) -> torch.Tensor:
+    """Images for prompts as uint8 (B, 3, 32, 32); image i uses seed + i, whatever the batch.
+
+    Warns about words the model never saw in training (they are spelled out letter by letter).
+    Extra keyword arguments go to the pipeline call (e.g. cross_attention_kwargs).
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    prompts = [p for p in prompts for _ in range(n_per_prompt)]
+    unknown = sorted({w for p in prompts for w in unknown_words(p)})
+    if unknown:
+        warnings.warn(f"words the tiny model has never seen: {unknown}; it can only guess at them", stacklevel=2)
+    gen_device = "cpu" if pipe.device.type == "mps" else pipe.device
+    generators = [torch.Generator(gen_device).manual_seed(seed + i) for i in range(len(prompts))]
+    with torch.no_grad():
+        out = pipe(
+            prompt=prompts,
+            generator=generators,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            output_type="pt",
+            **kwargs,
+        ).images  # (B, 3, H, W) float in [0, 1]
+    return as_uint8(out)
+
+
+def parameter_counts(pipe: StableDiffusionPipeline) -> dict[str, int]:
+    """Parameters per trainable component of a pipeline."""
+    return {name: sum(p.numel() for p in getattr(pipe, name).parameters()) for name in ("vae", "text_encoder", "unet")}

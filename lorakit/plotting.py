@@ -1,0 +1,37 @@
+"""Plots the notebooks share: image grids with captions."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from lorakit.data import as_uint8
+
+
+def show_grid(
+    images,
+    titles: Sequence[str] | None = None,
+    ncols: int = 8,
+    scale: float = 1.1,
+    suptitle: str | None = None,
+) -> Figure:
+    """Show a batch of images in a grid, optionally one small title per image; returns the figure."""
+    pixels = as_uint8(images).permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
+    n = len(pixels)
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"got {n} images but {len(titles)} titles")
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, scale * nrows * (1.25 if titles else 1.0)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(pixels[i], interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,320 @@
+"""Pre-training the tiny Stable Diffusion from scratch, the way SD itself was built, in two stages.
+
+1. The VAE learns to compress 3x32x32 images to 4x8x8 latents and back (reconstruction + a
+   small KL term). Its latents are then scaled to unit spread (SD's `scaling_factor`).
+2. The text encoder and the UNet learn together to predict the noise added to latents, given
+   the caption (SD 1.5 kept a frozen CLIP; ours has to learn its words). 10% of captions are
+   dropped to "" so the model also learns the unconditional prediction that classifier-free
+   guidance needs.
+
+Held-out concepts (lorakit.data.HELD_OUT_WORDS) never appear: LoRA teaches them later.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import StableDiffusionPipeline
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from lorakit.data import make_dataset, pretraining_prompts, to_model_range
+from lorakit.devices import device as pick_device
+from lorakit.paths import PIPELINE_DIR
+from lorakit.pipeline import (
+    assemble_pipeline,
+    build_text_encoder,
+    build_unet,
+    build_vae,
+    generate,
+    training_scheduler,
+)
+from lorakit.tokenizer import build_tokenizer
+
+CHECKPOINT_NAME = "checkpoint.pt"
+REPORT_NAME = "training_report.json"  # settings and measured times, written next to the weights
+
+
+@dataclass
+class PretrainConfig:
+    """Every knob of a pre-training run; the defaults are what data/tiny-sd was trained with."""
+
+    vae_steps: int = 600
+    unet_steps: int = 2400
+    batch_size: int = 32
+    vae_lr: float = 1e-3
+    lr: float = 5e-4  # text encoder + UNet
+    warmup_steps: int = 100
+    n_images: int = 20_000
+    caption_dropout: float = 0.1
+    kl_weight: float = 1e-5
+    checkpoint_every: int = 500
+    eval_every: int = 0  # 0: no accuracy checks during training
+    seed: int = 0
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak learning rate."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _check_finite(loss: torch.Tensor, stage: str, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"{stage} loss became {loss.item()} at step {step}: lower the learning rate "
+            "(--lr / --vae-lr) and restart, or --resume from the last checkpoint"
+        )
+
+
+class _Run:
+    """State of one pre-training run: models, optimisers, data, and where it stands."""
+
+    def __init__(self, cfg: PretrainConfig, dev: torch.device) -> None:
+        self.cfg, self.dev = cfg, dev
+        torch.manual_seed(cfg.seed)
+        self.tokenizer = build_tokenizer()
+        self.vae = build_vae().to(dev)
+        self.text_encoder = build_text_encoder(self.tokenizer).to(dev)
+        self.unet = build_unet().to(dev)
+        self.scheduler = training_scheduler()
+        self.data = make_dataset(cfg.n_images, seed=cfg.seed)
+        self.vae_opt = torch.optim.AdamW(self.vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+        self.denoiser_params = list(self.text_encoder.parameters()) + list(self.unet.parameters())
+        self.opt = torch.optim.AdamW(self.denoiser_params, lr=cfg.lr, weight_decay=1e-2)
+        self.ema = EMAModel(self.denoiser_params, decay=0.999, use_ema_warmup=True, power=0.75)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.stage, self.step = "vae", 0
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "config": asdict(self.cfg),
+            "stage": self.stage,
+            "step": self.step,
+            "vae": self.vae.state_dict(),
+            "text_encoder": self.text_encoder.state_dict(),
+            "unet": self.unet.state_dict(),
+            "vae_opt": self.vae_opt.state_dict(),
+            "opt": self.opt.state_dict(),
+            "ema": self.ema.state_dict(),
+            "scaling_factor": self.vae.config.scaling_factor,
+            "gen": self.gen.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["config"] != asdict(self.cfg):
+            diff = {k: (state["config"].get(k), v) for k, v in asdict(self.cfg).items() if state["config"].get(k) != v}
+            raise ValueError(f"the checkpoint was made with other settings (checkpoint, now): {diff}; "
+                             "pass the same options to resume, or start afresh without --resume")
+        self.stage, self.step = state["stage"], state["step"]
+        for name in ("vae", "text_encoder", "unet", "vae_opt", "opt", "ema"):
+            getattr(self, name).load_state_dict(state[name])
+        self.vae.register_to_config(scaling_factor=state["scaling_factor"])
+        self.gen.set_state(state["gen"])
+
+    def save_checkpoint(self, work_dir: Path) -> None:
+        _atomic_torch_save(self.state_dict(), work_dir / CHECKPOINT_NAME)
+
+    # -- stage 1: the VAE --------------------------------------------------------------------
+    def vae_step(self) -> float:
+        cfg = self.cfg
+        idx = torch.randint(0, len(self.data), (cfg.batch_size,), generator=self.gen)
+        x = to_model_range(self.data.images[idx]).to(self.dev)  # (B, 3, 32, 32) in [-1, 1]
+        for group in self.vae_opt.param_groups:
+            group["lr"] = cfg.vae_lr * _lr_factor(self.step, cfg.vae_steps, cfg.warmup_steps)
+        posterior = self.vae.encode(x).latent_dist
+        recon = self.vae.decode(posterior.sample()).sample
+        loss = F.mse_loss(recon, x) + cfg.kl_weight * posterior.kl().mean() / x[0].numel()
+        _check_finite(loss, "VAE", self.step)
+        self.vae_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.vae.parameters(), 1.0)
+        self.vae_opt.step()
+        return loss.item()
+
+    @torch.no_grad()
+    def encode_dataset(self) -> None:
+        """Encode every image once (posterior mean and std) and fit SD's latent scaling factor."""
+        self.vae.eval()
+        means, stds = [], []
+        for i in range(0, len(self.data), 512):
+            dist = self.vae.encode(to_model_range(self.data.images[i : i + 512]).to(self.dev)).latent_dist
+            means.append(dist.mean.cpu())
+            stds.append(dist.std.cpu())
+        self.latent_mean, self.latent_std = torch.cat(means), torch.cat(stds)  # (N, 4, 8, 8) each
+        if self.stage == "vae":  # fitted once, when the VAE is done; kept in the checkpoint after
+            self.vae.register_to_config(scaling_factor=float(1.0 / self.latent_mean.std()))
+        ids = self.tokenizer(self.data.captions, padding="max_length", truncation=True, return_tensors="pt").input_ids
+        self.caption_ids = ids  # (N, 16)
+        self.empty_ids = self.tokenizer([""], padding="max_length", return_tensors="pt").input_ids  # (1, 16)
+
+    # -- stage 2: text encoder + UNet ----------------------------------------------------------
+    def denoiser_step(self) -> float:
+        cfg = self.cfg
+        idx = torch.randint(0, len(self.data), (cfg.batch_size,), generator=self.gen)
+        eps = torch.randn(self.latent_mean[idx].shape, generator=self.gen)
+        latents = (self.latent_mean[idx] + self.latent_std[idx] * eps) * self.vae.config.scaling_factor
+        noise = torch.randn(latents.shape, generator=self.gen)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=self.gen)
+        drop = torch.rand(cfg.batch_size, generator=self.gen) < cfg.caption_dropout
+        ids = torch.where(drop[:, None], self.empty_ids, self.caption_ids[idx])  # (B, 16)
+        noisy = self.scheduler.add_noise(latents, noise, t)  # (B, 4, 8, 8)
+        for group in self.opt.param_groups:
+            group["lr"] = cfg.lr * _lr_factor(self.step, cfg.unet_steps, cfg.warmup_steps)
+        text = self.text_encoder(ids.to(self.dev))[0]  # (B, 16, 64)
+        pred = self.unet(noisy.to(self.dev), t.to(self.dev), encoder_hidden_states=text).sample
+        loss = F.mse_loss(pred, noise.to(self.dev))
+        _check_finite(loss, "UNet", self.step)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.denoiser_params, 1.0)
+        self.opt.step()
+        self.ema.step(self.denoiser_params)
+        return loss.item()
+
+    def ema_pipeline(self) -> StableDiffusionPipeline:
+        """The pipeline with EMA weights swapped in (call `self.ema.restore` after use)."""
+        self.ema.store(self.denoiser_params)
+        self.ema.copy_to(self.denoiser_params)
+        return assemble_pipeline(self.vae.eval(), self.text_encoder.eval(), self.tokenizer, self.unet.eval())
+
+
+def _atomic_torch_save(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_pipeline_atomic(pipe: StableDiffusionPipeline, out: str | Path) -> Path:
+    """save_pretrained (float16 safetensors) into a temp folder, then swap it in for `out`.
+
+    An existing `out` is moved aside first and deleted only once the new folder is in place, so an
+    interrupted save never leaves a half-written pipeline behind.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    old = out.parent / f".{out.name}.old"
+    try:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        for weights in tmp.glob("*/*.safetensors"):  # float16 on disk halves data/; loads as float32
+            state = {k: v.half() if v.is_floating_point() else v for k, v in load_file(weights).items()}
+            save_file(state, weights, metadata={"format": "pt"})
+        for f in tmp.rglob("*"):
+            os.chmod(f, 0o755 if f.is_dir() else 0o644)
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def quick_accuracy(pipe: StableDiffusionPipeline, n_per_prompt: int = 2, seed: int = 1234) -> dict[str, float]:
+    """Attribute accuracy on every pre-training prompt, a few images each (a progress signal)."""
+    from lorakit.metrics import attribute_accuracy  # the classifier is only needed when this runs
+
+    prompts = [p for p in pretraining_prompts() for _ in range(n_per_prompt)]
+    return attribute_accuracy(generate(pipe, prompts, seed=seed), prompts)
+
+
+def pretrain(
+    out: str | Path | None = None,
+    config: PretrainConfig | None = None,
+    work_dir: str | Path = "runs/pretrain",
+    resume: bool = False,
+    device: str | torch.device | None = None,
+) -> StableDiffusionPipeline:
+    """Train the tiny pipeline from scratch (VAE, then text encoder + UNet); save it if `out`."""
+    cfg = config or PretrainConfig()
+    dev = pick_device(device)
+    work_dir = Path(work_dir)
+    run = _Run(cfg, dev)
+    ckpt = work_dir / CHECKPOINT_NAME
+    if resume:
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}; run without --resume to start afresh")
+        run.load_state_dict(torch.load(ckpt, map_location=dev, weights_only=False))
+        tqdm.write(f"resumed at stage {run.stage!r}, step {run.step}")
+
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+    if run.stage == "vae":
+        run.vae.train()
+        bar = tqdm(range(run.step, cfg.vae_steps), desc="1/2 VAE", initial=run.step, total=cfg.vae_steps)
+        for run.step in bar:
+            loss = run.vae_step()
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            if cfg.checkpoint_every and (run.step + 1) % cfg.checkpoint_every == 0:
+                run.step += 1
+                run.save_checkpoint(work_dir)
+    run.encode_dataset()
+    seconds["vae_and_encoding"] = time.perf_counter() - started
+    if run.stage == "vae":
+        run.stage, run.step = "unet", 0
+        run.save_checkpoint(work_dir)
+
+    run.text_encoder.train()
+    run.unet.train()
+    run.vae.requires_grad_(False)
+    loss = float("nan")
+    bar = tqdm(range(run.step, cfg.unet_steps), desc="2/2 text encoder + UNet", initial=run.step, total=cfg.unet_steps)
+    for step in bar:
+        run.step = step
+        loss = run.denoiser_step()
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        done = step + 1
+        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.unet_steps:
+            run.step = done
+            run.save_checkpoint(work_dir)
+        if cfg.eval_every and done % cfg.eval_every == 0:
+            acc = quick_accuracy(run.ema_pipeline())
+            run.ema.restore(run.denoiser_params)
+            run.text_encoder.train()
+            run.unet.train()
+            tqdm.write(f"step {done}: loss {loss:.4f}, accuracy " + ", ".join(f"{k} {v:.2f}" for k, v in acc.items()))
+
+    seconds["text_encoder_and_unet"] = time.perf_counter() - started - seconds["vae_and_encoding"]
+    pipe = run.ema_pipeline()  # final weights are the EMA ones
+    if out is not None:
+        save_pipeline_atomic(pipe, out)
+        report = {
+            **asdict(cfg),
+            "resumed": resume,
+            "device": str(dev),
+            "torch_threads": torch.get_num_threads(),
+            "seconds_vae": round(seconds["vae_and_encoding"], 1),
+            "seconds_text_encoder_unet": round(seconds["text_encoder_and_unet"], 1),
+            "seconds_total": round(time.perf_counter() - started, 1),
+            "final_unet_loss": round(loss, 4),
+            "date": time.strftime("%Y-%m-%d"),
+        }
+        (Path(out) / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n")
+    return pipe
+
+
+def default_out() -> Path:
+    """Where `python -m lorakit pretrain` writes by default."""
+    return PIPELINE_DIR

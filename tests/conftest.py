@@ -1,0 +1,55 @@
+"""Test set-up: the kit must work offline, so any attempt to reach the network fails loudly."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", ""}
+_real_connect = socket.socket.connect
+_real_getaddrinfo = socket.getaddrinfo
+
+
+class NetworkAccessError(RuntimeError):
+    """Raised when code under test tries to reach a host other than this machine."""
+
+
+def _is_local(host: object) -> bool:
+    return isinstance(host, str) and (host in _LOCAL_HOSTS or host.startswith("127."))
+
+
+def _guarded_connect(self: socket.socket, address):  # type: ignore[no-untyped-def]
+    if self.family == socket.AF_UNIX or _is_local(address[0]):
+        return _real_connect(self, address)
+    raise NetworkAccessError(f"lorakit runs offline, but something tried to connect to {address!r}")
+
+
+def _guarded_getaddrinfo(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+    if host is None or _is_local(host):
+        return _real_getaddrinfo(host, *args, **kwargs)
+    raise NetworkAccessError(f"lorakit runs offline, but something tried to look up {host!r}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+    socket.getaddrinfo = _guarded_getaddrinfo  # type: ignore[assignment]
+
+
+@pytest.fixture(scope="session")
+def classifier():
+    from lorakit.classifier import load_classifier
+
+    return load_classifier(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def pipe():
+    from lorakit.pipeline import load_pipeline
+
+    return load_pipeline(device="cpu")

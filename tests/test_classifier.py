@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from lorakit.classifier import (
+    FEATURE_DIM,
+    AttributeClassifier,
+    accuracy_table,
+    features,
+    load_classifier,
+    predict_words,
+    save_classifier,
+)
+from lorakit.data import ATTRIBUTES, make_dataset
+
+ALL_WORDS = [w for ws in ATTRIBUTES.values() for w in ws]
+
+
+def test_shipped_classifier_is_at_least_99_percent_accurate_per_attribute(classifier):
+    held_out_set = make_dataset(1500, seed=987_654, include=ALL_WORDS)  # seeds never used in training
+    table = accuracy_table(classifier, held_out_set)
+    print("classifier accuracy on a held-out set:", table)
+    for group in ATTRIBUTES:
+        assert table[group] >= 0.99, (group, table[group])
+    assert table["position_mae_px"] < 1.5
+
+
+def test_features_and_words(classifier):
+    data = make_dataset(10, seed=1, include=ALL_WORDS)
+    feats = features(data.images, classifier)
+    assert feats.shape == (10, FEATURE_DIM)
+    words = predict_words(classifier, data.images)
+    assert words[0]["colour"] == data.attributes[0].colour
+
+
+def test_missing_classifier_file_says_how_to_rebuild(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m lorakit train-classifier"):
+        load_classifier(tmp_path / "nope.safetensors")
+
+
+def test_corrupted_classifier_file_says_how_to_rebuild(tmp_path):
+    bad = tmp_path / "clf.safetensors"
+    bad.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ValueError, match="corrupted.*python -m lorakit train-classifier"):
+        load_classifier(bad)
+
+
+def test_wrong_weights_file_is_reported(tmp_path):
+    from safetensors.torch import save_file
+
+    other = tmp_path / "other.safetensors"
+    save_file({"weight": torch.zeros(2, 2)}, str(other))
+    with pytest.raises(ValueError, match="does not match"):
+        load_classifier(other)
+
+
+def test_save_is_atomic_and_round_trips(tmp_path):
+    model = AttributeClassifier()
+    path = tmp_path / "sub" / "c.safetensors"
+    save_classifier(model, path)
+    assert [p.name for p in path.parent.iterdir()] == ["c.safetensors"]  # no temp file left
+    loaded = load_classifier(path, device="cpu")
+    x = torch.randn(2, 3, 32, 32)
+    ref = {k: v.half().float() for k, v in model.state_dict().items()}
+    model.load_state_dict(ref)
+    assert torch.allclose(model.eval()(x)["colour"], loaded(x)["colour"], atol=1e-5)

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+
+from lorakit.data import make_dataset
+from lorakit.metrics import (
+    attribute_accuracy,
+    frechet_distance,
+    nearest_train_distance,
+    precision_recall_density_coverage,
+    vendi_score,
+)
+
+rng = np.random.default_rng(0)
+
+
+def test_frechet_known_answers():
+    x = rng.normal(size=(4000, 3))
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-6)
+    # Same covariance, mean shifted by (3, 0, 0): the distance is |shift|^2 = 9.
+    assert frechet_distance(x, x + np.array([3.0, 0, 0])) == pytest.approx(9.0, rel=1e-6)
+    # Two isotropic Gaussians N(0, I) and N(0, 4I) in 3-d: 3 * (1 + 4 - 2*2) = 3.
+    a, b = rng.normal(size=(200_000, 3)), 2 * rng.normal(size=(200_000, 3))
+    assert frechet_distance(a, b) == pytest.approx(3.0, rel=0.02)
+
+
+def test_vendi_known_answers():
+    v = rng.normal(size=(1, 8))
+    assert vendi_score(np.repeat(v, 10, axis=0)) == pytest.approx(1.0, abs=1e-6)
+    assert vendi_score(np.eye(7)) == pytest.approx(7.0, rel=1e-6)
+    # two orthogonal groups of identical samples: two effective samples
+    assert vendi_score(np.array([[1, 0]] * 5 + [[0, 1]] * 5, dtype=float)) == pytest.approx(2.0, rel=1e-6)
+    with pytest.raises(ValueError, match="non-zero"):
+        vendi_score(np.zeros((3, 4)))
+
+
+def test_prdc_known_answers():
+    real = rng.normal(size=(300, 4))
+    same = precision_recall_density_coverage(real, real, k=5)
+    assert same["precision"] == 1.0 and same["recall"] == 1.0 and same["coverage"] == 1.0
+    assert same["density"] == pytest.approx(1.0, abs=0.15)
+    far = precision_recall_density_coverage(real, real + 100.0, k=5)
+    assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+    # Fakes that all sit at one real point: precise, but cover almost nothing.
+    collapsed = precision_recall_density_coverage(real, np.repeat(real[:1], 50, axis=0) + 1e-9, k=5)
+    assert collapsed["precision"] == 1.0 and collapsed["coverage"] < 0.05
+    with pytest.raises(ValueError, match="more than k"):
+        precision_recall_density_coverage(real[:3], real[:3], k=5)
+
+
+def test_nearest_train_distance_known_answers():
+    train = make_dataset(20, seed=0).images
+    d = nearest_train_distance(train[:5], train)
+    assert torch.allclose(d, torch.zeros(5), atol=1e-6)
+    white = torch.full((1, 3, 32, 32), 255, dtype=torch.uint8)
+    black = torch.zeros((1, 3, 32, 32), dtype=torch.uint8)
+    assert nearest_train_distance(white, black).item() == pytest.approx(1.0)
+
+
+def test_attribute_accuracy_on_real_images(classifier):
+    data = make_dataset(60, seed=11)
+    right = attribute_accuracy(data.images, data.captions, classifier)
+    assert right["colour"] == 1.0 and right["shape"] >= 0.98 and right["all"] >= 0.95
+    wrong = attribute_accuracy(data.images, ["a large orange star"] * 60, classifier)
+    assert wrong["colour"] == 0.0 and wrong["shape"] == 0.0
+    with pytest.raises(ValueError, match="one prompt per image"):
+        attribute_accuracy(data.images, ["a red circle"] * 3, classifier)
