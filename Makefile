@@ -32,7 +32,7 @@ notebooks: $(STAMP)
 	for nb in notebooks/[0-9]*.ipynb; do \
 	  echo "== $$nb"; \
 	  HF_HUB_OFFLINE=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-	    --ExecutePreprocessor.timeout=1800 "$$nb" || exit 1; \
+	    --ExecutePreprocessor.timeout=1800 --ExecutePreprocessor.store_widget_state=True "$$nb" || exit 1; \
 	done
 
 clean-venv:

@@ -7,19 +7,34 @@ from data/tiny-sd, so every diffusers/peft call on it works the same on a real c
 
 from __future__ import annotations
 
+import logging
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
-from diffusers import (
+
+
+class _TorchvisionNoticeFilter(logging.Filter):
+    """Drop transformers' notice that torchvision is missing: its image processors are never used here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision" not in record.getMessage()
+
+
+logging.getLogger("transformers.utils.import_utils").addFilter(_TorchvisionNoticeFilter())
+
+from diffusers import (  # noqa: E402  (after the filter, which must exist when diffusers imports transformers)
     AutoencoderKL,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from diffusers.utils import logging as diffusers_logging  # noqa: E402
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
+from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from lorakit.data import IMAGE_SIZE, as_uint8, unknown_words
 from lorakit.devices import device as pick_device
@@ -137,17 +152,33 @@ def check_pipeline_dir(path: Path) -> None:
         raise FileNotFoundError(f"the pipeline folder {path} is incomplete (missing: {', '.join(missing)}); {_REBUILD_HINT}")
 
 
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide diffusers' and transformers' loading bars (a sub-second load), restoring them after."""
+    was = (diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled())
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was[0]:
+            diffusers_logging.enable_progress_bar()
+        if was[1]:
+            transformers_logging.enable_progress_bar()
+
+
 def load_pipeline(path: str | Path | None = None, device: str | torch.device | None = None) -> StableDiffusionPipeline:
     """The shipped tiny pipeline (data/tiny-sd) via `from_pretrained`, offline, in float32."""
     path = Path(path) if path is not None else PIPELINE_DIR
     check_pipeline_dir(path)
-    pipe = StableDiffusionPipeline.from_pretrained(
-        path,
-        dtype=torch.float32,  # weights are stored in float16 to keep data/ small
-        safety_checker=None,
-        requires_safety_checker=False,
-        local_files_only=True,
-    )
+    with _quiet_loading():
+        pipe = StableDiffusionPipeline.from_pretrained(
+            path,
+            dtype=torch.float32,  # weights are stored in float16 to keep data/ small
+            safety_checker=None,
+            requires_safety_checker=False,
+            local_files_only=True,
+        )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(pick_device(device))
 

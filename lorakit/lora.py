@@ -1,0 +1,258 @@
+"""LoRA from scratch: the layer and the functions that put it into a model.
+
+The lesson's implementation, kept small and explicit. peft's `tuners/lora/layer.py` is the real
+thing (many layer types, several adapters per layer, DoRA, quantised bases); this file does what
+peft does for one adapter on `nn.Linear`, with the same initialisation and the same state-dict
+keys, so the two can be checked against each other and exchange weights.
+
+    y = W x + s · B A x,   A: (r, in), B: (out, r),   s = alpha / r   (rsLoRA: alpha / sqrt(r))
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _check_rank_alpha(rank: int, alpha: float, in_features: int, out_features: int, dropout: float) -> None:
+    if not isinstance(rank, int) or isinstance(rank, bool):
+        raise TypeError(f"rank must be an int, got {type(rank).__name__}")
+    if not 1 <= rank <= min(in_features, out_features):
+        raise ValueError(
+            f"rank must satisfy 1 <= rank <= min(in_features, out_features) = {min(in_features, out_features)} "
+            f"for a {in_features}->{out_features} layer, got {rank}; a larger rank cannot add expressiveness"
+        )
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0 (the adapter's scale is alpha / rank), got {alpha}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+
+class LoRALinear(nn.Module):
+    """A frozen nn.Linear plus a trainable low-rank update s·B·A (Hu et al. 2021)."""
+
+    def __init__(
+        self,
+        base: nn.Linear,
+        rank: int,
+        alpha: float,
+        dropout: float = 0.0,
+        rslora: bool = False,
+        init: str = "kaiming",
+    ) -> None:
+        super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}")
+        _check_rank_alpha(rank, alpha, base.in_features, base.out_features, dropout)
+        self.base = base
+        self.base.requires_grad_(False)  # W (and its bias) stay frozen
+        self.rank, self.alpha, self.rslora = rank, float(alpha), rslora
+        self.scaling = alpha / math.sqrt(rank) if rslora else alpha / rank
+        self.scale = 1.0  # extra multiplier at inference (set_lora_scale); 1 while training
+        w = base.weight
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, dtype=w.dtype, device=w.device))  # (r, in)
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, dtype=w.dtype, device=w.device))  # (out, r)
+        if init == "kaiming":  # peft's default (init_lora_weights=True), like nn.Linear's own init
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        elif init == "gaussian":  # peft's "gaussian", used by diffusers' training scripts
+            nn.init.normal_(self.lora_A, std=1 / rank)
+        else:
+            raise ValueError(f"init must be 'kaiming' or 'gaussian', got {init!r}")
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def delta_weight(self) -> torch.Tensor:
+        """The update this adapter adds to W: s · B @ A; (out, in)."""
+        return (self.lora_B @ self.lora_A) * (self.scaling * self.scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """W x + b, plus s · B A x unless the update is merged into W; (..., in) -> (..., out)."""
+        y = self.base(x)
+        if self.merged:
+            return y
+        return y + F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B) * (self.scaling * self.scale)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """W <- W + s·BA: inference then costs exactly what the base layer costs."""
+        if not self.merged:
+            self.base.weight += self.delta_weight().to(self.base.weight.dtype)
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """W <- W - s·BA: back to the frozen base weight (up to float rounding)."""
+        if self.merged:
+            self.base.weight -= self.delta_weight().to(self.base.weight.dtype)
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"rank={self.rank}, alpha={self.alpha}, scaling={self.scaling:.4g}, merged={self.merged}"
+
+
+def linear_names(model: nn.Module) -> list[str]:
+    """Names of every nn.Linear in a model (the modules LoRA can wrap)."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+
+
+def _matches(name: str, target: str) -> bool:
+    """peft's rule: a target matches a module name exactly or as its dotted suffix."""
+    return name == target or name.endswith("." + target)
+
+
+def add_lora(
+    model: nn.Module,
+    target_modules: Iterable[str],
+    rank: int,
+    alpha: float,
+    dropout: float = 0.0,
+    rslora: bool = False,
+    init: str = "kaiming",
+) -> list[str]:
+    """Wrap every nn.Linear whose name ends with a target in a LoRALinear; freeze everything else.
+
+    Returns the names of the wrapped modules. A target that matches no Linear raises an error that
+    lists the valid names.
+    """
+    targets = list(target_modules)
+    if not targets:
+        raise ValueError("target_modules is empty; name at least one Linear module, e.g. ['to_q', 'to_v']")
+    names = linear_names(model)
+    unknown = [t for t in targets if not any(_matches(n, t) for n in names)]
+    if unknown:
+        suffixes = sorted({n.rsplit(".", 1)[-1] for n in names} | {".".join(n.rsplit(".", 2)[-2:]) for n in names if "." in n})
+        raise ValueError(f"target module(s) {unknown} match no nn.Linear in the model; valid names end with one of: {suffixes}")
+    model.requires_grad_(False)
+    wrapped = []
+    for name in names:
+        if any(_matches(name, t) for t in targets):
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha, dropout, rslora, init))
+            wrapped.append(name)
+    return wrapped
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
+    """Every LoRALinear in a model, by the name of the module it replaced."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def _require_lora(model: nn.Module) -> dict[str, LoRALinear]:
+    layers = lora_layers(model)
+    if not layers:
+        raise ValueError("the model has no LoRALinear layers; call add_lora(model, ...) first")
+    return layers
+
+
+def remove_lora(model: nn.Module, merge: bool = False) -> None:
+    """Put the plain nn.Linear layers back (merging the updates into them first if `merge`)."""
+    for name, layer in _require_lora(model).items():
+        layer.merge() if merge else layer.unmerge()
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, layer.base)
+
+
+def merge_lora(model: nn.Module) -> None:
+    """Merge every adapter into its base weight (W <- W + s·BA)."""
+    for layer in _require_lora(model).values():
+        layer.merge()
+
+
+def unmerge_lora(model: nn.Module) -> None:
+    """Undo merge_lora (W <- W - s·BA)."""
+    for layer in _require_lora(model).values():
+        layer.unmerge()
+
+
+def set_lora_scale(model: nn.Module, scale: float) -> None:
+    """Multiply every adapter's update by `scale` (0 = base model, 1 = as trained); unmerged layers only."""
+    for name, layer in _require_lora(model).items():
+        if layer.merged:
+            raise RuntimeError(f"{name} is merged; unmerge_lora(model) before changing the scale")
+        layer.scale = float(scale)
+
+
+def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter weights only, with peft's key names ("<module>.lora_A.weight", "<module>.lora_B.weight")."""
+    state = {}
+    for name, layer in _require_lora(model).items():
+        state[f"{name}.lora_A.weight"] = layer.lora_A.detach().clone()
+        state[f"{name}.lora_B.weight"] = layer.lora_B.detach().clone()
+    return state
+
+
+def load_lora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy adapter weights into the model's LoRALinear layers; every key and shape must match."""
+    layers = _require_lora(model)
+    expected = {f"{n}.lora_{ab}.weight" for n in layers for ab in "AB"}
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"this LoRA state dict does not match the model: {len(missing)} missing keys (e.g. {missing[:2]}), "
+            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:2]}); was it made for another model or other targets?"
+        )
+    with torch.no_grad():
+        for name, layer in layers.items():
+            for ab in "AB":
+                param, value = getattr(layer, f"lora_{ab}"), state[f"{name}.lora_{ab}.weight"]
+                if param.shape != value.shape:
+                    raise ValueError(f"{name}.lora_{ab}: the model expects shape {tuple(param.shape)}, the file has "
+                                     f"{tuple(value.shape)} (a different rank?)")
+                param.copy_(value)
+
+
+# -- exchanging weights with peft and diffusers -------------------------------------------------
+
+
+def to_peft_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter in peft's format: what `get_peft_model_state_dict` returns for the same adapter.
+
+    Pass it as `unet_lora_layers=` to `StableDiffusionPipeline.save_lora_weights`, with
+    `unet_lora_adapter_metadata=peft_metadata(model)` so that alpha travels with the weights.
+    """
+    return lora_state_dict(model)
+
+
+def peft_metadata(model: nn.Module) -> dict:
+    """The LoraConfig fields (r, lora_alpha, target_modules, use_rslora) describing the model's adapters."""
+    layers = _require_lora(model)
+    ranks = {layer.rank for layer in layers.values()}
+    alphas = {layer.alpha for layer in layers.values()}
+    rslora = {layer.rslora for layer in layers.values()}
+    if len(ranks) > 1 or len(alphas) > 1 or len(rslora) > 1:
+        raise ValueError("peft_metadata describes one rank and alpha for all layers; these adapters mix several")
+    return {"r": ranks.pop(), "lora_alpha": alphas.pop(), "use_rslora": rslora.pop(),
+            "target_modules": sorted(layers), "init_lora_weights": True}
+
+
+def from_peft_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys from peft or diffusers LoRA files renamed to lorakit's ("<module>.lora_A.weight").
+
+    Handles the "unet." prefix diffusers writes, peft's "base_model.model." prefix and adapter names
+    ("lora_A.default.weight"), and the older diffusers names "lora.down" / "lora.up".
+    """
+    out = {}
+    for key, value in state.items():
+        k = key.removeprefix("unet.").removeprefix("base_model.model.")
+        k = k.replace(".lora.down.", ".lora_A.").replace(".lora.up.", ".lora_B.")
+        parts = k.split(".")
+        if len(parts) >= 3 and parts[-3] in ("lora_A", "lora_B") and parts[-1] == "weight":
+            parts.pop(-2)  # adapter name, e.g. "default"
+        k = ".".join(parts)
+        if not (k.endswith(".lora_A.weight") or k.endswith(".lora_B.weight")):
+            raise ValueError(f"{key!r} is not a LoRA weight (expected keys ending in lora_A/lora_B .weight)")
+        out[k] = value
+    return out
