@@ -6,6 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LAB_ARGS ?=
+# Jupyter refuses to start as root (containers, CI) unless told to
+AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: lab test unit notebooks install clean-venv
 
@@ -18,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab $(LAB_ARGS) notebooks/
+	$(BIN)/jupyter lab $(AS_ROOT) $(LAB_ARGS) notebooks/
 
 # Unit tests, then every notebook executed in quick mode under nbval.
 test: $(STAMP)

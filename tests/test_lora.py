@@ -245,3 +245,71 @@ def test_check_merge(capsys):
     assert "lacks the scale" in capsys.readouterr().out
     assert not check_merge(lambda base, A, B, s: base.weight + s * A @ B)
     assert "B @ A" in capsys.readouterr().out
+
+
+# -- the from-scratch LoRA on the real pipeline, through diffusers and peft -----------------------
+
+
+def test_scratch_lora_loads_into_diffusers_with_alpha_and_back(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from lorakit.lora import from_peft_state_dict, peft_metadata, to_peft_state_dict
+    from lorakit.pipeline import LORA_TARGETS, generate, load_pipeline
+
+    pipe = load_pipeline(device="cpu")
+    names = add_lora(pipe.unet, LORA_TARGETS, rank=4, alpha=2.0)  # alpha != rank: the scale must travel
+    assert len(names) == 56
+    torch.manual_seed(0)
+    for layer in lora_layers(pipe.unet).values():
+        with torch.no_grad():
+            layer.lora_B.normal_(0, 0.2)
+    prompts = ["a large red circle", "a small blue square"]
+    ours = generate(pipe, prompts, seed=4, num_inference_steps=6)
+
+    StableDiffusionPipeline.save_lora_weights(tmp_path, unet_lora_layers=to_peft_state_dict(pipe.unet),
+                                              unet_lora_adapter_metadata=peft_metadata(pipe.unet))
+    stock = load_pipeline(device="cpu")
+    stock.load_lora_weights(tmp_path, adapter_name="scratch")
+    theirs = generate(stock, prompts, seed=4, num_inference_steps=6)
+    assert (ours.int() - theirs.int()).abs().max() <= 1, "diffusers reproduces the from-scratch adapter"
+
+    from safetensors.torch import load_file
+
+    back = load_pipeline(device="cpu")
+    add_lora(back.unet, LORA_TARGETS, rank=4, alpha=2.0)
+    load_lora_state_dict(back.unet, from_peft_state_dict(load_file(str(tmp_path / "pytorch_lora_weights.safetensors"))))
+    assert torch.equal(generate(back, prompts, seed=4, num_inference_steps=6), ours)
+
+
+def test_from_peft_state_dict_renames_and_rejects():
+    from lorakit.lora import from_peft_state_dict
+
+    t = torch.zeros(1)
+    renamed = from_peft_state_dict({
+        "unet.a.to_q.lora_A.weight": t,
+        "base_model.model.a.to_k.lora_B.default.weight": t,
+        "a.to_v.lora.down.weight": t,
+    })
+    assert set(renamed) == {"a.to_q.lora_A.weight", "a.to_k.lora_B.weight", "a.to_v.lora_A.weight"}
+    with pytest.raises(ValueError, match="not a LoRA weight"):
+        from_peft_state_dict({"conv_in.weight": t})
+
+
+def test_scratch_and_peft_train_identically_on_the_unet():
+    from peft.utils import set_peft_model_state_dict
+
+    from lorakit.data import make_dataset
+    from lorakit.finetune import encode_data, train_unet
+    from lorakit.pipeline import LORA_TARGETS, load_pipeline
+
+    scratch, peft_pipe = load_pipeline(device="cpu"), load_pipeline(device="cpu")
+    torch.manual_seed(0)
+    add_lora(scratch.unet, LORA_TARGETS, rank=4, alpha=4)
+    peft_pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=list(LORA_TARGETS)))
+    set_peft_model_state_dict(peft_pipe.unet, lora_state_dict(scratch.unet))
+    trainable = [n for n, p in peft_pipe.unet.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    data = encode_data(scratch, make_dataset(64, seed=3, include=["orange"]))
+    a = train_unet(scratch, data, steps=3, lr=1e-3, progress=False)
+    b = train_unet(peft_pipe, data, steps=3, lr=1e-3, progress=False)
+    assert a == pytest.approx(b, rel=1e-5)

@@ -90,5 +90,8 @@ def test_make_lab_serves_the_notebooks():
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=10) as response:
             assert b"JupyterLab" in response.read()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:  # it had already exited (the assertion above says why)
+            pass
         proc.wait(timeout=30)
