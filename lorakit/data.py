@@ -264,6 +264,17 @@ def make_dataset(
     return ShapesDataset(pixels, captions, attributes)
 
 
+def concat_datasets(*datasets: ShapesDataset) -> ShapesDataset:
+    """One dataset holding the images of several, in order (e.g. a new concept plus base images)."""
+    if not datasets:
+        raise ValueError("concat_datasets needs at least one dataset")
+    return ShapesDataset(
+        torch.cat([d.images for d in datasets]),
+        [c for d in datasets for c in d.captions],
+        [a for d in datasets for a in d.attributes],
+    )
+
+
 def few_shot_instance(
     n: int = 5,
     token: str = "sks",

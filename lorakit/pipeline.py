@@ -45,6 +45,7 @@ TEXT_DIM = 64  # width of the text embeddings the UNet cross-attends to (SD 1.5:
 DEFAULT_STEPS = 20  # sampler steps for generate()
 DEFAULT_GUIDANCE = 4.0  # classifier-free guidance scale for generate()
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections SD LoRAs target
+TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")  # CLIP's attention, kohya's "lora_te_" modules
 _COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
 _REBUILD_HINT = "rebuild it with `python -m lorakit pretrain` (about 15 minutes on a laptop CPU)"
 
@@ -168,7 +169,7 @@ def _quiet_loading() -> Iterator[None]:
 
 
 def load_pipeline(path: str | Path | None = None, device: str | torch.device | None = None) -> StableDiffusionPipeline:
-    """The shipped tiny pipeline (data/tiny-sd) via `from_pretrained`, offline, in float32."""
+    """The shipped tiny pipeline (data/tiny-sd) via `from_pretrained`, offline, float32, all weights frozen."""
     path = Path(path) if path is not None else PIPELINE_DIR
     check_pipeline_dir(path)
     with _quiet_loading():
@@ -180,6 +181,8 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device | N
             local_files_only=True,
         )
     pipe.set_progress_bar_config(disable=True)
+    for part in (pipe.vae, pipe.text_encoder, pipe.unet):  # frozen: training code unfreezes what it trains
+        part.requires_grad_(False)
     return pipe.to(pick_device(device))
 
 

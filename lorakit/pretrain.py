@@ -1,13 +1,15 @@
 """Pre-training the tiny Stable Diffusion from scratch, the way SD itself was built, in two stages.
 
 1. The VAE learns to compress 3x32x32 images to 4x8x8 latents and back (reconstruction + a
-   small KL term). Its latents are then scaled to unit spread (SD's `scaling_factor`).
+   small KL term). Its latents are then scaled to unit spread (SD's `scaling_factor`). Like SD's
+   VAE, a general image codec trained on broader data than the text-to-image model, it sees every
+   concept, held-out ones included: otherwise no adapter could ever produce them.
 2. The text encoder and the UNet learn together to predict the noise added to latents, given
    the caption (SD 1.5 kept a frozen CLIP; ours has to learn its words). 10% of captions are
    dropped to "" so the model also learns the unconditional prediction that classifier-free
    guidance needs.
 
-Held-out concepts (lorakit.data.HELD_OUT_WORDS) never appear: LoRA teaches them later.
+Held-out concepts (lorakit.data.HELD_OUT_WORDS) never appear in stage 2: LoRA teaches them later.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from lorakit.data import make_dataset, pretraining_prompts, to_model_range
+from lorakit.data import ATTRIBUTES, make_dataset, pretraining_prompts, to_model_range
 from lorakit.devices import device as pick_device
 from lorakit.paths import PIPELINE_DIR
 from lorakit.pipeline import (
@@ -90,7 +92,9 @@ class _Run:
         self.text_encoder = build_text_encoder(self.tokenizer).to(dev)
         self.unet = build_unet().to(dev)
         self.scheduler = training_scheduler()
-        self.data = make_dataset(cfg.n_images, seed=cfg.seed)
+        self.data = make_dataset(cfg.n_images, seed=cfg.seed)  # pre-training concepts only
+        every_word = [w for values in ATTRIBUTES.values() for w in values]
+        self.vae_data = make_dataset(cfg.n_images, seed=cfg.seed + 1, include=every_word)
         self.vae_opt = torch.optim.AdamW(self.vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
         self.denoiser_params = list(self.text_encoder.parameters()) + list(self.unet.parameters())
         self.opt = torch.optim.AdamW(self.denoiser_params, lr=cfg.lr, weight_decay=1e-2)
@@ -131,8 +135,8 @@ class _Run:
     # -- stage 1: the VAE --------------------------------------------------------------------
     def vae_step(self) -> float:
         cfg = self.cfg
-        idx = torch.randint(0, len(self.data), (cfg.batch_size,), generator=self.gen)
-        x = to_model_range(self.data.images[idx]).to(self.dev)  # (B, 3, 32, 32) in [-1, 1]
+        idx = torch.randint(0, len(self.vae_data), (cfg.batch_size,), generator=self.gen)
+        x = to_model_range(self.vae_data.images[idx]).to(self.dev)  # (B, 3, 32, 32) in [-1, 1]
         for group in self.vae_opt.param_groups:
             group["lr"] = cfg.vae_lr * _lr_factor(self.step, cfg.vae_steps, cfg.warmup_steps)
         posterior = self.vae.encode(x).latent_dist

@@ -9,6 +9,7 @@ from lorakit.data import (
     RARE_TOKENS,
     as_uint8,
     caption_for,
+    concat_datasets,
     few_shot_instance,
     make_dataset,
     parse_prompt,
@@ -123,3 +124,12 @@ def test_as_uint8_reads_every_format():
     assert torch.equal(as_uint8(data), ref)
     with pytest.raises(ValueError, match="B, 3, H, W"):
         as_uint8(torch.zeros(3, 32, 32))
+
+
+def test_concat_datasets_keeps_order():
+    a, b = make_dataset(3, seed=0, include=["orange"]), make_dataset(2, seed=1)
+    both = concat_datasets(a, b)
+    assert len(both) == 5 and both.captions == a.captions + b.captions
+    assert torch.equal(both.images[3:], b.images)
+    with pytest.raises(ValueError, match="at least one"):
+        concat_datasets()
