@@ -32,7 +32,6 @@ from tqdm.auto import tqdm
 
 from lorakit.data import ATTRIBUTES, make_dataset, pretraining_prompts, to_model_range
 from lorakit.devices import device as pick_device
-from lorakit.paths import PIPELINE_DIR
 from lorakit.pipeline import (
     assemble_pipeline,
     build_text_encoder,
@@ -318,7 +317,3 @@ def pretrain(
         (Path(out) / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n")
     return pipe
 
-
-def default_out() -> Path:
-    """Where `python -m lorakit pretrain` writes by default."""
-    return PIPELINE_DIR
