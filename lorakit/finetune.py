@@ -8,7 +8,9 @@ encoder is frozen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +18,9 @@ from diffusers import StableDiffusionPipeline
 from tqdm.auto import tqdm
 
 from lorakit.data import ShapesDataset, to_model_range
-from lorakit.pipeline import training_scheduler
+from lorakit.lora import add_lora
+from lorakit.memory import TrainingBytes, training_bytes
+from lorakit.pipeline import LORA_TARGETS, TEXT_LORA_TARGETS, generate, training_scheduler
 
 
 @dataclass
@@ -62,6 +66,8 @@ def train(
     weight_decay: float = 0.0,
     caption_dropout: float = 0.1,
     progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> list[float]:
     """Train the trainable parameters of UNet and text encoder with AdamW on the noise-prediction loss.
 
@@ -71,7 +77,8 @@ def train(
     models with equal weights trained with the same seed see exactly the same batches.
     `caption_dropout` trains that share of samples with the empty prompt, as in pre-training: an
     adapter also changes the unconditional prediction, and classifier-free guidance amplifies any
-    drift there, so it must keep learning it.
+    drift there, so it must keep learning it. `on_step(step, loss)` runs after every step (e.g. an
+    evaluation every K steps); pass `optimizer` to keep its state across calls.
     """
     text_params = [p for p in pipe.text_encoder.parameters() if p.requires_grad]
     params = [p for p in pipe.unet.parameters() if p.requires_grad] + text_params
@@ -84,7 +91,7 @@ def train(
     dev = pipe.device
     sf = pipe.vae.config.scaling_factor
     schedule = training_scheduler()
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = optimizer if optimizer is not None else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     pipe.unet.train()
     pipe.text_encoder.train(bool(text_params))
@@ -109,6 +116,99 @@ def train(
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        if on_step is not None:
+            on_step(step + 1, losses[-1])
     pipe.unet.eval()
     pipe.text_encoder.eval()
     return losses
+
+
+@dataclass
+class History:
+    """What happened during `finetune`: the loss every step and the measurements every K steps."""
+
+    method: str
+    loss: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    concept_accuracy: list[float] = field(default_factory=list)  # share of concept prompts drawn right
+    base_accuracy: list[float] = field(default_factory=list)  # share of other prompts still fully right
+    seconds: float = 0.0  # training only, evaluations excluded
+    memory: TrainingBytes | None = None
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.seconds / max(1, len(self.loss))
+
+    def steps_to(self, accuracy: float) -> int | None:
+        """The first evaluated step whose concept accuracy reached `accuracy` (None if never)."""
+        return next((s for s, a in zip(self.eval_steps, self.concept_accuracy) if a >= accuracy), None)
+
+
+def finetune(
+    pipe,
+    data: ShapesDataset | EncodedData,
+    method: str = "lora",
+    rank: int = 4,
+    alpha: float | None = None,
+    steps: int = 250,
+    lr: float | None = None,
+    seed: int = 0,
+    text_encoder: bool = True,
+    eval_every: int = 0,
+    concept_prompts: Sequence[str] = (),
+    base_prompts: Sequence[str] = (),
+    n_eval: int = 4,
+    progress: bool = True,
+):
+    """Fine-tune with LoRA (from-scratch layers) or fully, on the same loop; returns (pipe, History).
+
+    method="lora": rank-r adapters on the UNet's attention (and the text encoder's, if
+    `text_encoder`); the base weights stay frozen. method="full": every UNet weight (and every text
+    encoder weight, if `text_encoder`) trains. Every `eval_every` steps the concept prompts and the
+    other prompts are drawn (n_eval images each, fixed seeds) and scored by the classifier.
+    Default learning rates: 3e-3 for LoRA, 1e-4 for full fine-tuning.
+    """
+    from lorakit.metrics import attribute_accuracy  # loads the classifier only when evaluating
+
+    if method not in ("lora", "full"):
+        raise ValueError(f"method must be 'lora' or 'full', got {method!r}")
+    torch.manual_seed(seed)
+    if method == "lora":
+        add_lora(pipe.unet, LORA_TARGETS, rank=rank, alpha=alpha or rank)
+        if text_encoder:
+            add_lora(pipe.text_encoder, TEXT_LORA_TARGETS, rank=rank, alpha=alpha or rank)
+    else:
+        pipe.unet.requires_grad_(True)
+        pipe.text_encoder.requires_grad_(text_encoder)
+    lr = lr if lr is not None else (3e-3 if method == "lora" else 1e-4)
+    history = History(method)
+    params = [p for part in (pipe.unet, pipe.text_encoder) for p in part.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    concept_eval = [p for p in concept_prompts for _ in range(n_eval)]
+    base_eval = [p for p in base_prompts for _ in range(n_eval)]
+    clock = {"start": time.perf_counter(), "paused": 0.0}
+
+    def evaluate(step: int, loss: float) -> None:
+        if not eval_every or step % eval_every:
+            return
+        t0 = time.perf_counter()
+        pipe.unet.eval()
+        pipe.text_encoder.eval()
+        history.eval_steps.append(step)
+        if concept_eval:
+            imgs = generate(pipe, list(concept_prompts), seed=1000, n_per_prompt=n_eval)
+            history.concept_accuracy.append(attribute_accuracy(imgs, concept_eval)["all"])
+        if base_eval:
+            imgs = generate(pipe, list(base_prompts), seed=1000, n_per_prompt=n_eval)
+            history.base_accuracy.append(attribute_accuracy(imgs, base_eval)["all"])
+        pipe.unet.train()
+        pipe.text_encoder.train(text_encoder)
+        clock["paused"] += time.perf_counter() - t0
+
+    if eval_every:
+        evaluate(0, float("nan"))  # the starting point
+    clock["start"], clock["paused"] = time.perf_counter(), 0.0  # time training only, from here on
+    history.loss = train(pipe, data, steps=steps, lr=lr, seed=seed, progress=progress, on_step=evaluate, optimizer=opt)
+    history.seconds = time.perf_counter() - clock["start"] - clock["paused"]
+    history.memory = training_bytes(params, opt)
+    return pipe, history

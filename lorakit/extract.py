@@ -1,0 +1,68 @@
+"""Extracting a LoRA from a fully fine-tuned model: the best rank-r approximation of each ΔW.
+
+The kohya "extract LoRA" idea. For every targeted Linear, ΔW = W_tuned - W_base is factored by a
+truncated SVD, ΔW ≈ U_r Σ_r V_rᵀ = B A with B = U_r Σ_r^½ and A = Σ_r^½ V_rᵀ. By Eckart–Young no
+other rank-r matrix is closer in Frobenius norm (a QR factorisation gives *a* low-rank form, but
+not the closest one).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from lorakit.lora import linear_names
+
+
+def _targeted(model: nn.Module, targets: Iterable[str]) -> list[str]:
+    targets = list(targets)
+    return [n for n in linear_names(model) if any(n == t or n.endswith("." + t) for t in targets)]
+
+
+def weight_deltas(base: nn.Module, tuned: nn.Module, targets: Iterable[str]) -> dict[str, torch.Tensor]:
+    """ΔW = W_tuned - W_base for every targeted Linear; (out, in) each."""
+    names = _targeted(base, targets)
+    if not names:
+        raise ValueError(f"no nn.Linear in the model matches {list(targets)}")
+    base_modules, tuned_modules = dict(base.named_modules()), dict(tuned.named_modules())
+    deltas = {}
+    for name in names:
+        if name not in tuned_modules or tuned_modules[name].weight.shape != base_modules[name].weight.shape:
+            raise ValueError(f"{name}: the tuned model has no Linear of the same shape; are they the same architecture?")
+        deltas[name] = (tuned_modules[name].weight - base_modules[name].weight).detach().float()
+    return deltas
+
+
+@torch.no_grad()
+def extract_lora(
+    base: nn.Module, tuned: nn.Module, rank: int, targets: Iterable[str] = ("to_q", "to_k", "to_v", "to_out.0")
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Rank-r LoRA factors of tuned - base (peft key names, alpha = rank so the scale is 1).
+
+    Returns the state dict and, per layer, the share of ΔW's energy (sum of σ²) the rank keeps.
+    Load it with `add_lora(model, targets, rank, alpha=rank)` and `load_lora_state_dict`, or into
+    peft with `set_peft_model_state_dict`.
+    """
+    deltas = weight_deltas(base, tuned, targets)
+    widest = min(min(d.shape) for d in deltas.values())
+    if not 1 <= rank <= widest:
+        raise ValueError(f"rank must be between 1 and {widest} (the smallest targeted layer's min(out, in)), got {rank}")
+    state, energy = {}, {}
+    for name, delta in deltas.items():
+        U, S, Vh = torch.linalg.svd(delta, full_matrices=False)  # (out, k), (k,), (k, in)
+        root = S[:rank].sqrt()
+        state[f"{name}.lora_B.weight"] = (U[:, :rank] * root).contiguous()  # (out, r)
+        state[f"{name}.lora_A.weight"] = (root[:, None] * Vh[:rank]).contiguous()  # (r, in)
+        total = S.pow(2).sum()
+        energy[name] = (S[:rank].pow(2).sum() / total).item() if total > 0 else 1.0
+    return state, energy
+
+
+def effective_rank(matrix: torch.Tensor) -> float:
+    """Effective rank (Roy & Vetterli 2007): exp of the entropy of the normalised singular values."""
+    s = torch.linalg.svdvals(matrix.detach().float())
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))

@@ -1,0 +1,120 @@
+import pytest
+import torch
+from torch import nn
+
+from lorakit.data import make_dataset
+from lorakit.extract import effective_rank, extract_lora, weight_deltas
+from lorakit.finetune import encode_data, finetune
+from lorakit.lora import add_lora, load_lora_state_dict
+from lorakit.memory import measure_peak_memory, training_bytes
+from lorakit.pipeline import load_pipeline
+
+
+@pytest.fixture(scope="module")
+def encoded():
+    pipe = load_pipeline(device="cpu")
+    return encode_data(pipe, make_dataset(48, seed=0, include=["orange"]))
+
+
+def _frozen_weights(pipe) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+
+
+def test_lora_history_is_consistent_and_base_weights_stay_bitwise(encoded):
+    pipe = load_pipeline(device="cpu")
+    before = _frozen_weights(pipe)
+    pipe, h = finetune(pipe, encoded, method="lora", rank=2, steps=4, eval_every=2,
+                       concept_prompts=["a large orange circle"], base_prompts=["a small red square"], n_eval=1,
+                       progress=False)
+    assert len(h.loss) == 4 and all(l == l for l in h.loss)
+    assert h.eval_steps == [0, 2, 4]
+    assert len(h.concept_accuracy) == len(h.base_accuracy) == 3
+    assert h.seconds > 0 and h.seconds_per_step == pytest.approx(h.seconds / 4)
+    trainable = sum(p.numel() for p in pipe.unet.parameters() if p.requires_grad) + \
+        sum(p.numel() for p in pipe.text_encoder.parameters() if p.requires_grad)
+    assert h.memory.trainable_params == trainable
+    after = {k.replace(".base.", "."): v for k, v in pipe.unet.state_dict().items() if "lora_" not in k}
+    assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_full_finetuning_changes_every_unet_weight(encoded):
+    pipe = load_pipeline(device="cpu")
+    before = _frozen_weights(pipe)
+    pipe, h = finetune(pipe, encoded, method="full", steps=2, lr=1e-3, text_encoder=False, progress=False)
+    after = pipe.unet.state_dict()
+    unchanged = [k for k, v in before.items() if torch.equal(v, after[k])]
+    assert not unchanged, f"untouched by full fine-tuning: {unchanged[:3]}"
+    assert h.memory.trainable_params == sum(v.numel() for v in before.values())
+    assert h.memory.optimizer_bytes >= 2 * h.memory.param_bytes  # AdamW's two moments
+
+
+def test_finetune_rejects_unknown_method(encoded):
+    with pytest.raises(ValueError, match="'lora' or 'full'"):
+        finetune(load_pipeline(device="cpu"), encoded, method="dora")
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = nn.ModuleDict({"to_q": nn.Linear(12, 10), "to_v": nn.Linear(12, 10)})
+
+    def forward(self, x):
+        return self.block["to_q"](x) + self.block["to_v"](x)
+
+
+def test_extract_at_full_rank_reproduces_delta_and_error_falls_with_rank():
+    torch.manual_seed(0)
+    base, tuned = _Net(), _Net()
+    tuned.load_state_dict(base.state_dict())
+    with torch.no_grad():
+        for m in tuned.block.values():
+            m.weight += 0.1 * torch.randn_like(m.weight)
+    deltas = weight_deltas(base, tuned, ["to_q", "to_v"])
+    errors = []
+    for rank in range(1, 11):
+        state, energy = extract_lora(base, tuned, rank, targets=["to_q", "to_v"])
+        err = sum((deltas[n] - state[f"{n}.lora_B.weight"] @ state[f"{n}.lora_A.weight"]).norm() ** 2 for n in deltas)
+        errors.append(err.sqrt().item())
+        assert all(0 < e <= 1 + 1e-6 for e in energy.values())
+    assert errors[-1] < 1e-5 and all(a >= b - 1e-7 for a, b in zip(errors, errors[1:]))
+    assert energy["block.to_q"] == pytest.approx(1.0)
+
+
+def test_extracted_lora_loads_as_an_ordinary_adapter():
+    torch.manual_seed(1)
+    base, tuned = _Net(), _Net()
+    tuned.load_state_dict(base.state_dict())
+    with torch.no_grad():
+        for m in tuned.block.values():
+            m.weight += torch.randn(10, 2) @ torch.randn(2, 12)  # a rank-2 update
+    state, _ = extract_lora(base, tuned, rank=2, targets=["to_q", "to_v"])
+    add_lora(base, ["to_q", "to_v"], rank=2, alpha=2)
+    load_lora_state_dict(base, state)
+    x = torch.randn(5, 12)
+    assert torch.allclose(base(x), tuned(x), atol=1e-4)
+
+
+def test_extract_errors():
+    with pytest.raises(ValueError, match="rank must be between 1 and 10"):
+        extract_lora(_Net(), _Net(), rank=11, targets=["to_q"])
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        extract_lora(_Net(), _Net(), rank=1, targets=["to_k"])
+
+
+def test_effective_rank_known_answers():
+    assert effective_rank(torch.eye(6)) == pytest.approx(6.0)
+    assert effective_rank(torch.randn(8, 1) @ torch.randn(1, 5)) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_training_bytes_and_peak_memory():
+    layer = nn.Linear(100, 50)
+    opt = torch.optim.AdamW(layer.parameters())
+    layer(torch.randn(3, 100)).sum().backward()
+    opt.step()
+    counted = training_bytes(layer.parameters(), opt)
+    assert counted.trainable_params == 5050 and counted.param_bytes == 5050 * 4
+    assert counted.optimizer_bytes >= 2 * 5050 * 4
+    with measure_peak_memory("cpu") as peak:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB
+        del block
+    assert peak.peak_bytes >= 32 * 2**20
