@@ -33,7 +33,7 @@ unit: $(STAMP)
 notebooks: $(STAMP)
 	for nb in notebooks/[0-9]*.ipynb; do \
 	  echo "== $$nb"; \
-	  HF_HUB_OFFLINE=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	  LORAKIT_QUICK=0 HF_HUB_OFFLINE=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=1800 --ExecutePreprocessor.store_widget_state=True "$$nb" || exit 1; \
 	done
 
