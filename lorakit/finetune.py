@@ -145,7 +145,7 @@ class History:
 
 
 def finetune(
-    pipe,
+    pipe: StableDiffusionPipeline,
     data: ShapesDataset | EncodedData,
     method: str = "lora",
     rank: int = 4,
@@ -159,7 +159,7 @@ def finetune(
     base_prompts: Sequence[str] = (),
     n_eval: int = 4,
     progress: bool = True,
-):
+) -> tuple[StableDiffusionPipeline, History]:
     """Fine-tune with LoRA (from-scratch layers) or fully, on the same loop; returns (pipe, History).
 
     method="lora": rank-r adapters on the UNet's attention (and the text encoder's, if
