@@ -62,13 +62,19 @@ class _Net(nn.Module):
         return self.block["to_q"](x) + self.block["to_v"](x)
 
 
-def test_extract_at_full_rank_reproduces_delta_and_error_falls_with_rank():
-    torch.manual_seed(0)
+def _tuned_pair(seed: int, update) -> tuple[_Net, _Net]:
+    """A network and a copy whose Linear weights moved by update(weight)."""
+    torch.manual_seed(seed)
     base, tuned = _Net(), _Net()
     tuned.load_state_dict(base.state_dict())
     with torch.no_grad():
         for m in tuned.block.values():
-            m.weight += 0.1 * torch.randn_like(m.weight)
+            m.weight += update(m.weight)
+    return base, tuned
+
+
+def test_extract_at_full_rank_reproduces_delta_and_error_falls_with_rank():
+    base, tuned = _tuned_pair(0, lambda w: 0.1 * torch.randn_like(w))  # a full-rank update
     deltas = weight_deltas(base, tuned, ["to_q", "to_v"])
     errors = []
     for rank in range(1, 11):
@@ -81,12 +87,7 @@ def test_extract_at_full_rank_reproduces_delta_and_error_falls_with_rank():
 
 
 def test_extracted_lora_loads_as_an_ordinary_adapter():
-    torch.manual_seed(1)
-    base, tuned = _Net(), _Net()
-    tuned.load_state_dict(base.state_dict())
-    with torch.no_grad():
-        for m in tuned.block.values():
-            m.weight += torch.randn(10, 2) @ torch.randn(2, 12)  # a rank-2 update
+    base, tuned = _tuned_pair(1, lambda w: torch.randn(10, 2) @ torch.randn(2, 12))  # a rank-2 update
     state, _ = extract_lora(base, tuned, rank=2, targets=["to_q", "to_v"])
     add_lora(base, ["to_q", "to_v"], rank=2, alpha=2)
     load_lora_state_dict(base, state)
