@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from lorakit.data import ShapesDataset, to_model_range
 from lorakit.lora import add_lora
 from lorakit.memory import TrainingBytes, training_bytes
-from lorakit.pipeline import LORA_TARGETS, TEXT_LORA_TARGETS, generate, training_scheduler
+from lorakit.pipeline import DEFAULT_STEPS, LORA_TARGETS, TEXT_LORA_TARGETS, generate, training_scheduler
 
 
 @dataclass
@@ -158,6 +158,7 @@ def finetune(
     concept_prompts: Sequence[str] = (),
     base_prompts: Sequence[str] = (),
     n_eval: int = 4,
+    sample_steps: int = DEFAULT_STEPS,
     progress: bool = True,
 ) -> tuple[StableDiffusionPipeline, History]:
     """Fine-tune with LoRA (from-scratch layers) or fully, on the same loop; returns (pipe, History).
@@ -165,7 +166,8 @@ def finetune(
     method="lora": rank-r adapters on the UNet's attention (and the text encoder's, if
     `text_encoder`); the base weights stay frozen. method="full": every UNet weight (and every text
     encoder weight, if `text_encoder`) trains. Every `eval_every` steps the concept prompts and the
-    other prompts are drawn (n_eval images each, fixed seeds) and scored by the classifier.
+    other prompts are drawn (n_eval images each, fixed seeds, `sample_steps` sampler steps) and
+    scored by the classifier.
     Default learning rates: 3e-3 for LoRA, 1e-4 for full fine-tuning.
     """
     from lorakit.metrics import attribute_accuracy  # loads the classifier only when evaluating
@@ -196,10 +198,10 @@ def finetune(
         pipe.text_encoder.eval()
         history.eval_steps.append(step)
         if concept_eval:
-            imgs = generate(pipe, list(concept_prompts), seed=1000, n_per_prompt=n_eval)
+            imgs = generate(pipe, list(concept_prompts), seed=1000, n_per_prompt=n_eval, num_inference_steps=sample_steps)
             history.concept_accuracy.append(attribute_accuracy(imgs, concept_eval)["all"])
         if base_eval:
-            imgs = generate(pipe, list(base_prompts), seed=1000, n_per_prompt=n_eval)
+            imgs = generate(pipe, list(base_prompts), seed=1000, n_per_prompt=n_eval, num_inference_steps=sample_steps)
             history.base_accuracy.append(attribute_accuracy(imgs, base_eval)["all"])
         pipe.unet.train()
         pipe.text_encoder.train(text_encoder)

@@ -119,3 +119,11 @@ def test_training_bytes_and_peak_memory():
         block = torch.ones(64 * 2**20 // 4)  # 64 MiB
         del block
     assert peak.peak_bytes >= 32 * 2**20
+
+
+def test_peak_training_memory_runs_in_a_fresh_process():
+    from lorakit.memory import peak_training_memory
+
+    assert peak_training_memory("lora", rank=1, steps=1) > 0
+    with pytest.raises(RuntimeError, match="memory probe failed"):
+        peak_training_memory("dora", rank=1, steps=1)
