@@ -8,8 +8,6 @@ shipped as safetensors in data/. Its penultimate layer gives the features that d
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -21,7 +19,7 @@ from tqdm.auto import tqdm
 
 from lorakit.data import ATTRIBUTES, ShapesDataset, as_uint8, make_dataset
 from lorakit.devices import device as pick_device
-from lorakit.paths import CLASSIFIER_PATH
+from lorakit.paths import CLASSIFIER_PATH, atomic_path
 
 FEATURE_DIM = 96
 _REBUILD_HINT = "rebuild it with `python -m lorakit train-classifier` (about a minute on a laptop CPU)"
@@ -160,15 +158,6 @@ def train_classifier(
 
 def save_classifier(model: AttributeClassifier, path: str | Path) -> None:
     """Write the weights as float16 safetensors, atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))

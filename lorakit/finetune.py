@@ -14,8 +14,9 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from diffusers import StableDiffusionPipeline
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from tqdm.auto import tqdm
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from lorakit.data import ShapesDataset, to_model_range
 from lorakit.lora import add_lora
@@ -25,35 +26,78 @@ from lorakit.pipeline import DEFAULT_STEPS, LORA_TARGETS, TEXT_LORA_TARGETS, gen
 
 @dataclass
 class EncodedData:
-    """A dataset pushed through the frozen VAE and text encoder once."""
+    """A dataset pushed through the frozen VAE (and, unless it trains, the text encoder) once."""
 
     latent_mean: torch.Tensor  # (N, 4, 8, 8), unscaled
     latent_std: torch.Tensor  # (N, 4, 8, 8)
-    text: torch.Tensor  # (N, 16, 64) text-encoder outputs for each caption
-    empty_text: torch.Tensor  # (1, 16, 64) the empty prompt's, for caption dropout
-    ids: torch.Tensor  # (N, 16) token ids, for when the text encoder trains too
-    empty_ids: torch.Tensor  # (1, 16)
+    ids: torch.Tensor  # (N, 16) token ids of each caption
+    empty_ids: torch.Tensor  # (1, 16) the empty prompt's, for caption dropout
+    text: torch.Tensor | None = None  # (N, 16, 64) text-encoder outputs for each caption
+    empty_text: torch.Tensor | None = None  # (1, 16, 64)
 
     def __len__(self) -> int:
-        return len(self.text)
+        return len(self.ids)
 
 
 @torch.no_grad()
-def encode_data(pipe: StableDiffusionPipeline, data: ShapesDataset, batch_size: int = 256) -> EncodedData:
-    """Encode images (posterior mean and std) and captions (text embeddings) with the frozen parts."""
-    dev = pipe.device
-    means, stds, texts, all_ids = [], [], [], []
+def encode_parts(
+    vae: AutoencoderKL,
+    tokenizer: CLIPTokenizer,
+    text_encoder: CLIPTextModel | None,
+    data: ShapesDataset,
+    batch_size: int = 256,
+) -> EncodedData:
+    """Encode images (posterior mean and std) and tokenize captions; embed them too if a text encoder is given."""
+    dev = vae.device
+    means, stds = [], []
     for i in range(0, len(data), batch_size):
-        dist = pipe.vae.encode(to_model_range(data.images[i : i + batch_size]).to(dev)).latent_dist
+        dist = vae.encode(to_model_range(data.images[i : i + batch_size]).to(dev)).latent_dist
         means.append(dist.mean)
         stds.append(dist.std)
-        ids = pipe.tokenizer(data.captions[i : i + batch_size], padding="max_length", truncation=True,
-                             return_tensors="pt").input_ids
-        texts.append(pipe.text_encoder(ids.to(dev))[0])
-        all_ids.append(ids)
-    empty_ids = pipe.tokenizer([""], padding="max_length", return_tensors="pt").input_ids
-    empty_text = pipe.text_encoder(empty_ids.to(dev))[0]
-    return EncodedData(torch.cat(means), torch.cat(stds), torch.cat(texts), empty_text, torch.cat(all_ids), empty_ids)
+    ids = tokenizer(data.captions, padding="max_length", truncation=True, return_tensors="pt").input_ids
+    empty_ids = tokenizer([""], padding="max_length", return_tensors="pt").input_ids
+    enc = EncodedData(torch.cat(means), torch.cat(stds), ids, empty_ids)
+    if text_encoder is not None:
+        enc.text = torch.cat([text_encoder(ids[i : i + batch_size].to(dev))[0] for i in range(0, len(ids), batch_size)])
+        enc.empty_text = text_encoder(empty_ids.to(dev))[0]
+    return enc
+
+
+def encode_data(pipe: StableDiffusionPipeline, data: ShapesDataset, batch_size: int = 256) -> EncodedData:
+    """Encode a dataset with a pipeline's frozen VAE, tokenizer and text encoder."""
+    return encode_parts(pipe.vae, pipe.tokenizer, pipe.text_encoder, data, batch_size)
+
+
+def denoising_loss(
+    unet: UNet2DConditionModel,
+    text_encoder: CLIPTextModel,
+    enc: EncodedData,
+    batch_size: int,
+    gen: torch.Generator,
+    schedule: DDPMScheduler,
+    scaling_factor: float,
+    caption_dropout: float,
+    run_text_encoder: bool,
+) -> torch.Tensor:
+    """One batch's noise-prediction loss: MSE between the noise added to latents and the UNet's guess.
+
+    Draws, in this order from `gen`: the batch, the latent sample, the noise, the timesteps, and which
+    captions drop to "". Uses the cached text embeddings unless `run_text_encoder` (it is training).
+    """
+    dev = unet.device
+    idx = torch.randint(0, len(enc), (batch_size,), generator=gen)
+    eps = torch.randn(enc.latent_mean[idx].shape, generator=gen).to(dev)
+    latents = (enc.latent_mean[idx] + enc.latent_std[idx] * eps) * scaling_factor  # (B, 4, 8, 8)
+    noise = torch.randn(latents.shape, generator=gen).to(dev)
+    t = torch.randint(0, schedule.config.num_train_timesteps, (batch_size,), generator=gen).to(dev)
+    drop = torch.rand(batch_size, generator=gen) < caption_dropout
+    if run_text_encoder:
+        ids = torch.where(drop[:, None], enc.empty_ids, enc.ids[idx])  # (B, 16)
+        text = text_encoder(ids.to(dev))[0]
+    else:
+        text = torch.where(drop.to(dev)[:, None, None], enc.empty_text, enc.text[idx])  # (B, 16, 64)
+    noisy = schedule.add_noise(latents, noise, t)
+    return F.mse_loss(unet(noisy, t, encoder_hidden_states=text).sample, noise)
 
 
 def train(
@@ -88,8 +132,6 @@ def train(
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
     enc = data if isinstance(data, EncodedData) else encode_data(pipe, data)
-    dev = pipe.device
-    sf = pipe.vae.config.scaling_factor
     schedule = training_scheduler()
     opt = optimizer if optimizer is not None else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
@@ -97,19 +139,8 @@ def train(
     pipe.text_encoder.train(bool(text_params))
     losses = []
     for step in tqdm(range(steps), desc="train", disable=not progress):
-        idx = torch.randint(0, len(enc), (batch_size,), generator=gen)
-        eps = torch.randn(enc.latent_mean[idx].shape, generator=gen).to(dev)
-        latents = (enc.latent_mean[idx] + enc.latent_std[idx] * eps) * sf  # (B, 4, 8, 8)
-        noise = torch.randn(latents.shape, generator=gen).to(dev)
-        t = torch.randint(0, schedule.config.num_train_timesteps, (batch_size,), generator=gen).to(dev)
-        drop = torch.rand(batch_size, generator=gen) < caption_dropout
-        if text_params:  # the text encoder learns too: run it on the (dropped-out) captions
-            ids = torch.where(drop[:, None], enc.empty_ids, enc.ids[idx])  # (B, 16)
-            text = pipe.text_encoder(ids.to(dev))[0]
-        else:
-            text = torch.where(drop.to(dev)[:, None, None], enc.empty_text, enc.text[idx])  # (B, 16, 64)
-        noisy = schedule.add_noise(latents, noise, t)
-        loss = F.mse_loss(pipe.unet(noisy, t, encoder_hidden_states=text).sample, noise)
+        loss = denoising_loss(pipe.unet, pipe.text_encoder, enc, batch_size, gen, schedule,
+                              pipe.vae.config.scaling_factor, caption_dropout, run_text_encoder=bool(text_params))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss.item()} at step {step}: lower the learning rate (lr={lr})")
         opt.zero_grad(set_to_none=True)

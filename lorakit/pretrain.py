@@ -32,6 +32,8 @@ from tqdm.auto import tqdm
 
 from lorakit.data import ATTRIBUTES, make_dataset, pretraining_prompts, to_model_range
 from lorakit.devices import device as pick_device
+from lorakit.finetune import denoising_loss, encode_parts
+from lorakit.paths import atomic_path
 from lorakit.pipeline import (
     assemble_pipeline,
     build_text_encoder,
@@ -129,7 +131,8 @@ class _Run:
         self.gen.set_state(state["gen"])
 
     def save_checkpoint(self, work_dir: Path) -> None:
-        _atomic_torch_save(self.state_dict(), work_dir / CHECKPOINT_NAME)
+        with atomic_path(work_dir / CHECKPOINT_NAME) as tmp:
+            torch.save(self.state_dict(), tmp)
 
     # -- stage 1: the VAE --------------------------------------------------------------------
     def vae_step(self) -> float:
@@ -148,38 +151,20 @@ class _Run:
         self.vae_opt.step()
         return loss.item()
 
-    @torch.no_grad()
     def encode_dataset(self) -> None:
         """Encode every image once (posterior mean and std) and fit SD's latent scaling factor."""
         self.vae.eval()
-        means, stds = [], []
-        for i in range(0, len(self.data), 512):
-            dist = self.vae.encode(to_model_range(self.data.images[i : i + 512]).to(self.dev)).latent_dist
-            means.append(dist.mean.cpu())
-            stds.append(dist.std.cpu())
-        self.latent_mean, self.latent_std = torch.cat(means), torch.cat(stds)  # (N, 4, 8, 8) each
+        self.enc = encode_parts(self.vae, self.tokenizer, None, self.data, batch_size=512)  # the text encoder trains
         if self.stage == "vae":  # fitted once, when the VAE is done; kept in the checkpoint after
-            self.vae.register_to_config(scaling_factor=float(1.0 / self.latent_mean.std()))
-        ids = self.tokenizer(self.data.captions, padding="max_length", truncation=True, return_tensors="pt").input_ids
-        self.caption_ids = ids  # (N, 16)
-        self.empty_ids = self.tokenizer([""], padding="max_length", return_tensors="pt").input_ids  # (1, 16)
+            self.vae.register_to_config(scaling_factor=float(1.0 / self.enc.latent_mean.std()))
 
     # -- stage 2: text encoder + UNet ----------------------------------------------------------
     def denoiser_step(self) -> float:
         cfg = self.cfg
-        idx = torch.randint(0, len(self.data), (cfg.batch_size,), generator=self.gen)
-        eps = torch.randn(self.latent_mean[idx].shape, generator=self.gen)
-        latents = (self.latent_mean[idx] + self.latent_std[idx] * eps) * self.vae.config.scaling_factor
-        noise = torch.randn(latents.shape, generator=self.gen)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=self.gen)
-        drop = torch.rand(cfg.batch_size, generator=self.gen) < cfg.caption_dropout
-        ids = torch.where(drop[:, None], self.empty_ids, self.caption_ids[idx])  # (B, 16)
-        noisy = self.scheduler.add_noise(latents, noise, t)  # (B, 4, 8, 8)
         for group in self.opt.param_groups:
             group["lr"] = cfg.lr * _lr_factor(self.step, cfg.unet_steps, cfg.warmup_steps)
-        text = self.text_encoder(ids.to(self.dev))[0]  # (B, 16, 64)
-        pred = self.unet(noisy.to(self.dev), t.to(self.dev), encoder_hidden_states=text).sample
-        loss = F.mse_loss(pred, noise.to(self.dev))
+        loss = denoising_loss(self.unet, self.text_encoder, self.enc, cfg.batch_size, self.gen, self.scheduler,
+                              self.vae.config.scaling_factor, cfg.caption_dropout, run_text_encoder=True)
         _check_finite(loss, "UNet", self.step)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -193,18 +178,6 @@ class _Run:
         self.ema.store(self.denoiser_params)
         self.ema.copy_to(self.denoiser_params)
         return assemble_pipeline(self.vae.eval(), self.text_encoder.eval(), self.tokenizer, self.unet.eval())
-
-
-def _atomic_torch_save(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_pipeline_atomic(pipe: StableDiffusionPipeline, out: str | Path) -> Path:
