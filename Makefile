@@ -30,8 +30,10 @@ unit: $(STAMP)
 	LORAKIT_QUICK=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
 
 # Execute every notebook in place in full mode, so committed notebooks carry full-mode outputs.
+# One or a few: make notebooks NOTEBOOKS=notebooks/04_mode_collapse.ipynb
+NOTEBOOKS ?= notebooks/[0-9]*.ipynb
 notebooks: $(STAMP)
-	for nb in notebooks/[0-9]*.ipynb; do \
+	for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb"; \
 	  LORAKIT_QUICK=0 HF_HUB_OFFLINE=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=1800 --ExecutePreprocessor.store_widget_state=True "$$nb" || exit 1; \

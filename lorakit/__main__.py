@@ -1,4 +1,4 @@
-"""Command line: `python -m lorakit train-classifier` and `python -m lorakit pretrain`."""
+"""Command line: `python -m lorakit train-classifier`, `... pretrain` and `... train-adapters`."""
 
 from __future__ import annotations
 
@@ -30,6 +30,29 @@ def _pretrain(args: argparse.Namespace) -> None:
     print(f"saved the pipeline to {args.out} in {time.perf_counter() - start:.0f} s")
 
 
+def _train_adapters(args: argparse.Namespace) -> None:
+    from lorakit.concepts import ADAPTERS_DIR, CONCEPTS, save_adapter, train_concept_adapter, write_report
+    from lorakit.metrics import attribute_accuracy
+    from lorakit.pipeline import generate, load_pipeline
+
+    report = {}
+    for concept in CONCEPTS:
+        start = time.perf_counter()
+        pipe = load_pipeline(device=args.device)
+        losses = train_concept_adapter(pipe, concept, steps=args.steps, seed=args.seed)
+        seconds = time.perf_counter() - start
+        prompts = [f"a {s} {concept} {shape}" if concept != "striped" else f"a {s} red {concept} {shape}"
+                   for s in ("small", "large") for shape in ("circle", "square", "triangle")]
+        images = generate(pipe, prompts, seed=500, n_per_prompt=8)
+        group = "style" if concept == "striped" else "colour"
+        accuracy = attribute_accuracy(images, [p for p in prompts for _ in range(8)])[group]
+        path = save_adapter(pipe, ADAPTERS_DIR / f"{concept}.safetensors", name=concept)
+        report[concept] = {"steps": args.steps, "seconds": round(seconds, 1), "final_loss": round(losses[-1], 4),
+                           f"{group}_accuracy": accuracy, "bytes": path.stat().st_size}
+        print(f"{concept}: {seconds:.0f} s, {group} accuracy {accuracy:.2f}, saved {path}")
+    write_report(report)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of `python -m lorakit` (and the `lorakit` script)."""
     parser = argparse.ArgumentParser(prog="python -m lorakit", description=__doc__)
@@ -57,6 +80,12 @@ def main(argv: list[str] | None = None) -> None:
     pre.add_argument("--eval-every", dest="eval_every", type=int, help="print attribute accuracy every N steps")
     pre.add_argument("--seed", type=int)
     pre.set_defaults(func=_pretrain)
+
+    ada = sub.add_parser("train-adapters", help="train the concept adapters notebook 05 mixes (data/adapters)")
+    ada.add_argument("--steps", type=int, default=250)
+    ada.add_argument("--seed", type=int, default=0)
+    ada.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    ada.set_defaults(func=_train_adapters)
 
     args = parser.parse_args(argv)
     args.func(args)

@@ -6,7 +6,7 @@ attribute values are *held out* of pre-training so that LoRA has something new t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -273,6 +273,38 @@ def concat_datasets(*datasets: ShapesDataset) -> ShapesDataset:
         [c for d in datasets for c in d.captions],
         [a for d in datasets for a in d.attributes],
     )
+
+
+def augmented(data: ShapesDataset, max_shift: int = 8, shift_step: int = 4, flip: bool = True) -> ShapesDataset:
+    """Every view of every image under horizontal flips and shifts; captions kept, positions updated.
+
+    Shifts run over -max_shift..max_shift pixels in `shift_step` steps on both axes, filling the
+    uncovered border with the background (the usual "random flip + random crop/translate" of
+    DreamBooth scripts, enumerated instead of drawn, so a seed still fixes every batch). A shift that
+    would cut the object at the border is skipped. Defaults: up to 2 flips x 5 x 5 shifts = 50 views
+    per image.
+    """
+    if max_shift < 0 or shift_step < 1:
+        raise ValueError(f"need max_shift >= 0 and shift_step >= 1, got {max_shift} and {shift_step}")
+    shifts = range(-max_shift, max_shift + 1, shift_step)
+    bg = torch.tensor(BACKGROUND, dtype=torch.uint8)[:, None, None]  # (3, 1, 1)
+    images, captions, attributes = [], [], []
+    for img, caption, attrs in zip(data.images, data.captions, data.attributes):
+        for flipped in (False, True) if flip else (False,):
+            base = img.flip(-1) if flipped else img  # (3, H, W)
+            x0 = IMAGE_SIZE - attrs.x if flipped else attrs.x
+            margin = _RADIUS[attrs.size][1] + 1.0  # as make_dataset keeps objects whole
+            for dy in shifts:
+                for dx in shifts:
+                    if not all(margin <= v <= IMAGE_SIZE - margin for v in (x0 + dx, attrs.y + dy)):
+                        continue
+                    out = bg.expand_as(base).clone()
+                    src = base[:, max(0, -dy) : IMAGE_SIZE - max(0, dy), max(0, -dx) : IMAGE_SIZE - max(0, dx)]
+                    out[:, max(0, dy) : max(0, dy) + src.shape[1], max(0, dx) : max(0, dx) + src.shape[2]] = src
+                    images.append(out)
+                    captions.append(caption)
+                    attributes.append(replace(attrs, x=x0 + dx, y=attrs.y + dy))
+    return ShapesDataset(torch.stack(images), captions, attributes)
 
 
 def few_shot_instance(

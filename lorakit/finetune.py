@@ -18,7 +18,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNe
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from lorakit.data import ShapesDataset, to_model_range
+from lorakit.data import ShapesDataset, augmented, to_model_range
 from lorakit.lora import add_lora
 from lorakit.memory import TrainingBytes, training_bytes
 from lorakit.pipeline import DEFAULT_STEPS, LORA_TARGETS, TEXT_LORA_TARGETS, generate, training_scheduler
@@ -112,17 +112,28 @@ def train(
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    prior: ShapesDataset | EncodedData | None = None,
+    prior_weight: float = 1.0,
+    augment: bool = False,
 ) -> list[float]:
     """Train the trainable parameters of UNet and text encoder with AdamW on the noise-prediction loss.
 
-    Returns the loss of every step.
+    Returns the loss of every step (with `prior`, the total: instance loss + prior_weight x prior loss).
 
     All randomness (batches, noise, timesteps) comes from one generator seeded with `seed`, so two
     models with equal weights trained with the same seed see exactly the same batches.
     `caption_dropout` trains that share of samples with the empty prompt, as in pre-training: an
     adapter also changes the unconditional prediction, and classifier-free guidance amplifies any
     drift there, so it must keep learning it. `on_step(step, loss)` runs after every step (e.g. an
-    evaluation every K steps); pass `optimizer` to keep its state across calls.
+    evaluation every K steps, or `lorakit.adapters.CheckpointSaver`); pass `optimizer` to keep its
+    state across calls.
+
+    Two regularisers from DreamBooth (Ruiz et al. 2022):
+    - `prior`: prior-preservation. Each step also draws a batch of the same size from these
+      images (normally the frozen base model's own samples for the class prompt, e.g. "a triangle")
+      and adds prior_weight x their noise-prediction loss, so the class word keeps meaning what it
+      meant (diffusers' train_dreambooth_lora.py: --with_prior_preservation, prior_loss_weight 1).
+    - `augment`: train on every flipped and shifted view of the images (`lorakit.data.augmented`).
     """
     text_params = [p for p in pipe.text_encoder.parameters() if p.requires_grad]
     params = [p for p in pipe.unet.parameters() if p.requires_grad] + text_params
@@ -131,7 +142,14 @@ def train(
                          "or unfreeze the UNet for full fine-tuning (pipe.unet.requires_grad_(True))")
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
+    if augment:
+        if isinstance(data, EncodedData):
+            raise ValueError("augment=True needs images (a ShapesDataset), not already encoded data")
+        data = augmented(data)
+    if prior_weight < 0:
+        raise ValueError(f"prior_weight must be >= 0, got {prior_weight}")
     enc = data if isinstance(data, EncodedData) else encode_data(pipe, data)
+    prior_enc = prior if prior is None or isinstance(prior, EncodedData) else encode_data(pipe, prior)
     schedule = training_scheduler()
     opt = optimizer if optimizer is not None else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
@@ -141,6 +159,10 @@ def train(
     for step in tqdm(range(steps), desc="train", disable=not progress):
         loss = denoising_loss(pipe.unet, pipe.text_encoder, enc, batch_size, gen, schedule,
                               pipe.vae.config.scaling_factor, caption_dropout, run_text_encoder=bool(text_params))
+        if prior_enc is not None:
+            loss = loss + prior_weight * denoising_loss(
+                pipe.unet, pipe.text_encoder, prior_enc, batch_size, gen, schedule,
+                pipe.vae.config.scaling_factor, caption_dropout, run_text_encoder=bool(text_params))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss.item()} at step {step}: lower the learning rate (lr={lr})")
         opt.zero_grad(set_to_none=True)

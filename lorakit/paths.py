@@ -12,6 +12,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"
 CLASSIFIER_PATH = DATA_DIR / "classifier.safetensors"
 PIPELINE_DIR = DATA_DIR / "tiny-sd"
+RUNS_DIR = REPO_ROOT / "runs"  # what notebooks write while they run (checkpoints); not committed
 
 
 @contextmanager

@@ -7,7 +7,9 @@ from lorakit.data import (
     ATTRIBUTES,
     HELD_OUT_WORDS,
     RARE_TOKENS,
+    BACKGROUND,
     as_uint8,
+    augmented,
     caption_for,
     concat_datasets,
     few_shot_instance,
@@ -133,3 +135,22 @@ def test_concat_datasets_keeps_order():
     assert torch.equal(both.images[3:], b.images)
     with pytest.raises(ValueError, match="at least one"):
         concat_datasets()
+
+
+def test_augmented_views_move_the_object_and_keep_it_whole():
+    data = few_shot_instance(2, position=(16.0, 16.0))
+    views = augmented(data, max_shift=4, shift_step=4, flip=True)
+    assert len(views) == 2 * 2 * 9  # 2 images x 2 flips x 3 x 3 shifts, none cut at the centre
+    assert set(views.captions) == {"a sks triangle"}
+    bg = torch.tensor(BACKGROUND, dtype=torch.uint8)[:, None, None]
+    object_pixels = lambda img: int((img != bg).any(0).sum())  # noqa: E731
+    assert {object_pixels(v) for v in views.images[:18]} == {object_pixels(data.images[0])}  # shifted, never cut
+    first = data.attributes[0]
+    moved = {(round(a.x - first.x, 3), round(a.y - first.y, 3)) for a in views.attributes[:9]}
+    assert moved == {(dx, dy) for dx in (-4, 0, 4) for dy in (-4, 0, 4)}
+    assert views.attributes[9].x == pytest.approx(32 - first.x - 4)  # flipped, then shifted left
+    assert torch.equal(views.images[13], data.images[0].flip(-1))  # flipped, no shift
+    # a shift pushing the object past the border is skipped, not drawn cut
+    assert len(augmented(few_shot_instance(1, position=(9.0, 16.0)), max_shift=4, shift_step=4, flip=False)) == 6
+    with pytest.raises(ValueError, match="shift_step"):
+        augmented(data, shift_step=0)

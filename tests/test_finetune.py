@@ -2,9 +2,10 @@ import pytest
 import torch
 from torch import nn
 
-from lorakit.data import make_dataset
+from lorakit.adapters import add_adapter
+from lorakit.data import few_shot_instance, make_dataset
 from lorakit.extract import effective_rank, extract_lora, weight_deltas
-from lorakit.finetune import encode_data, finetune
+from lorakit.finetune import encode_data, finetune, train
 from lorakit.lora import add_lora, load_lora_state_dict
 from lorakit.memory import measure_peak_memory, training_bytes
 from lorakit.pipeline import load_pipeline
@@ -127,3 +128,26 @@ def test_peak_training_memory_runs_in_a_fresh_process():
     assert peak_training_memory("lora", rank=1, steps=1) > 0
     with pytest.raises(RuntimeError, match="memory probe failed"):
         peak_training_memory("dora", rank=1, steps=1)
+
+
+def test_prior_preservation_adds_weighted_prior_loss():
+    """Before the first update the step loss is instance + weight x prior, with the same draws for any weight."""
+    instance, prior = few_shot_instance(3), make_dataset(8, seed=4, include=["triangle"])
+    first = []
+    for weight in (0.0, 1.0, 2.0):
+        pipe = add_adapter(load_pipeline(device="cpu"), rank=1, text_encoder=False)
+        first.append(train(pipe, instance, 1, batch_size=2, prior=prior, prior_weight=weight, progress=False)[0])
+    prior_loss = first[1] - first[0]
+    assert prior_loss > 0 and first[2] - first[1] == pytest.approx(prior_loss, rel=1e-4)
+    with pytest.raises(ValueError, match="prior_weight"):
+        train(pipe, instance, 1, prior=prior, prior_weight=-1.0, progress=False)
+
+
+def test_augment_trains_on_the_views_and_needs_images(encoded):
+    pipe = add_adapter(load_pipeline(device="cpu"), rank=1, text_encoder=False)
+    plain = train(pipe, few_shot_instance(2), 2, batch_size=2, seed=0, progress=False)
+    pipe = add_adapter(load_pipeline(device="cpu"), rank=1, text_encoder=False)
+    views = train(pipe, few_shot_instance(2), 2, batch_size=2, seed=0, augment=True, progress=False)
+    assert plain != views  # different images in the batches
+    with pytest.raises(ValueError, match="needs images"):
+        train(pipe, encoded, 1, augment=True, progress=False)

@@ -6,7 +6,10 @@ from lorakit.data import make_dataset
 from lorakit.metrics import (
     attribute_accuracy,
     frechet_distance,
+    image_vendi,
+    label_entropy,
     nearest_train_distance,
+    position_spread,
     precision_recall_density_coverage,
     vendi_score,
 )
@@ -68,3 +71,24 @@ def test_attribute_accuracy_on_real_images(classifier):
     assert wrong["colour"] == 0.0 and wrong["shape"] == 0.0
     with pytest.raises(ValueError, match="one prompt per image"):
         attribute_accuracy(data.images, ["a red circle"] * 3, classifier)
+
+
+def test_image_vendi_known_answers():
+    blank = torch.full((3, 32, 32), 228, dtype=torch.uint8)  # the background
+    a, b = blank.clone(), blank.clone()
+    a[:, :4, :4] = 0  # objects in disjoint places: orthogonal foreground vectors
+    b[:, -4:, -4:] = 0
+    assert image_vendi(torch.stack([a, a, a, a])) == pytest.approx(1.0)
+    assert image_vendi(torch.stack([a, b])) == pytest.approx(2.0)
+    assert image_vendi(torch.stack([a, a, b, b])) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="non-zero"):
+        image_vendi(torch.stack([blank, a]))  # an empty image has no foreground to compare
+
+
+def test_position_spread_and_label_entropy_known_answers():
+    assert position_spread([[5.0, 5.0]] * 4) == 0.0
+    assert position_spread([[0.0, 0.0], [2.0, 0.0]]) == pytest.approx(1.0)
+    assert position_spread([[0.0, 0.0], [0.0, 6.0], [6.0, 0.0], [6.0, 6.0]]) == pytest.approx(18 ** 0.5)
+    assert label_entropy([3, 3, 3]) == 0.0
+    assert label_entropy([0, 1, 2, 3]) == pytest.approx(2.0)
+    assert label_entropy([0, 0, 1, 1]) == pytest.approx(1.0)

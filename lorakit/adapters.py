@@ -1,0 +1,167 @@
+"""peft LoRA adapters on a pipeline, saved and reloaded as diffusers LoRA files; checkpoints.
+
+This is the path people take on SD 1.5: `unet.add_adapter(LoraConfig(...))`, training, then
+`StableDiffusionPipeline.save_lora_weights` and `pipe.load_lora_weights`. `conv=True` also adapts
+the ResNet convolutions (3x3 LoRA, "LoCon" in kohya's terms), which lets an adapter change where
+things are drawn, not only what: attention projections act on each position alike.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline
+from diffusers.utils import convert_state_dict_to_diffusers, convert_unet_state_dict_to_peft
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors.torch import load_file
+
+from lorakit.pipeline import LORA_TARGETS, TEXT_LORA_TARGETS
+
+CONV_TARGETS = ("conv1", "conv2")  # the 3x3 convolutions inside every UNet ResNet block
+_CHECKPOINT = re.compile(r"step_(\d+)\.safetensors")
+
+
+def add_adapter(
+    pipe: StableDiffusionPipeline,
+    rank: int = 4,
+    alpha: float | None = None,
+    dropout: float = 0.0,
+    conv: bool = False,
+    text_encoder: bool = True,
+    name: str = "default",
+    seed: int = 0,
+) -> StableDiffusionPipeline:
+    """Add a trainable peft LoRA named `name` to the UNet's attention (+ ResNet convs) and the text encoder's.
+
+    Alpha defaults to the rank (scale alpha/r = 1). `seed` fixes the random init of the A factors.
+    """
+    if rank < 1:
+        raise ValueError(f"rank must be a positive integer, got {rank}")
+    alpha = float(alpha if alpha is not None else rank)
+    torch.manual_seed(seed)
+    targets = list(LORA_TARGETS) + (list(CONV_TARGETS) if conv else [])
+    pipe.unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets),
+                          adapter_name=name)
+    if text_encoder:
+        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(TEXT_LORA_TARGETS))
+        _add_text_encoder_adapter(pipe.text_encoder, config, name)
+    return pipe
+
+
+def _add_text_encoder_adapter(text_encoder: torch.nn.Module, config: LoraConfig, name: str) -> None:
+    """What transformers' `add_adapter` does, without its check for peft >= 0.22 (the kit pins peft 0.21.2,
+    with which diffusers loads text-encoder LoRAs through transformers' `load_adapter` in the same way)."""
+    if _has_adapter(text_encoder, name):
+        raise ValueError(f"the text encoder already has an adapter named {name!r}")
+    inject_adapter_in_model(config, text_encoder, adapter_name=name)
+    text_encoder.peft_config = {**(getattr(text_encoder, "peft_config", None) or {}), name: config}
+    text_encoder._hf_peft_config_loaded = True
+    for module in text_encoder.modules():  # make it the active adapter, as diffusers' unet.add_adapter does
+        if isinstance(module, BaseTunerLayer):
+            module.set_adapter(name)
+
+
+def _has_adapter(model: torch.nn.Module, name: str) -> bool:
+    return name in (getattr(model, "peft_config", None) or {})
+
+
+def adapter_state(pipe: StableDiffusionPipeline, name: str = "default") -> dict[str, dict[str, torch.Tensor]]:
+    """The adapter's weights in diffusers' naming, per component: {"unet": {...}, "text_encoder": {...}}."""
+    if not _has_adapter(pipe.unet, name):
+        known = sorted(getattr(pipe.unet, "peft_config", None) or {})
+        raise KeyError(f"the UNet has no adapter named {name!r}; it has {known or 'none'} (see add_adapter)")
+    state = {"unet": convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet, adapter_name=name))}
+    if _has_adapter(pipe.text_encoder, name):
+        state["text_encoder"] = convert_state_dict_to_diffusers(
+            get_peft_model_state_dict(pipe.text_encoder, adapter_name=name))
+    return {part: {k: v.detach().cpu().clone() for k, v in sd.items()} for part, sd in state.items()}
+
+
+def _metadata(model: torch.nn.Module, name: str) -> dict:
+    return model.peft_config[name].to_dict()
+
+
+def save_adapter(pipe: StableDiffusionPipeline, path: str | Path, name: str = "default") -> Path:
+    """Write the adapter as one diffusers LoRA file (with its LoraConfig, so alpha survives); atomic."""
+    path = Path(path)
+    state = adapter_state(pipe, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        StableDiffusionPipeline.save_lora_weights(
+            tmp,
+            unet_lora_layers=state["unet"],
+            text_encoder_lora_layers=state.get("text_encoder"),
+            unet_lora_adapter_metadata=_metadata(pipe.unet, name),
+            text_encoder_lora_adapter_metadata=(_metadata(pipe.text_encoder, name) if "text_encoder" in state else None),
+            weight_name=path.name,
+            safe_serialization=True,
+        )
+        (tmp / path.name).replace(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def load_adapter_weights(pipe: StableDiffusionPipeline, path: str | Path, name: str = "default") -> None:
+    """Overwrite the weights of an existing adapter with a file written by `save_adapter` (fast: no new layers).
+
+    To load a file into a pipeline without that adapter, use diffusers' `pipe.load_lora_weights(path)`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no LoRA file at {path}")
+    state = load_file(path)
+    for part in ("unet", "text_encoder"):
+        model = getattr(pipe, part)
+        sub = {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
+        if not sub:
+            continue
+        if not _has_adapter(model, name):
+            raise KeyError(f"{path.name} holds {part} weights but the {part} has no adapter named {name!r}")
+        if part == "unet":
+            sub = convert_unet_state_dict_to_peft(sub)
+        else:
+            sub = {k.replace(".lora_linear_layer.down", ".lora_A").replace(".lora_linear_layer.up", ".lora_B"): v
+                   for k, v in sub.items()}
+        result = set_peft_model_state_dict(model, sub, adapter_name=name)
+        unexpected = [k for k in result.unexpected_keys if "lora_" in k]
+        if unexpected:
+            raise ValueError(f"{path.name} does not match the {part}'s adapter {name!r}: "
+                             f"unexpected keys such as {unexpected[:3]}")
+
+
+class CheckpointSaver:
+    """An `on_step` callback for `finetune.train`: saves the adapter every `every` steps as step_NNNNNN.safetensors.
+
+    A folder holds one run's checkpoints: files named step_*.safetensors already in it (a previous
+    run's) are removed when the saver is made, so they can never be mistaken for this run's.
+    `paths` maps each saved step to its file.
+    """
+
+    def __init__(self, pipe: StableDiffusionPipeline, folder: str | Path, every: int, name: str = "default") -> None:
+        if every < 1:
+            raise ValueError(f"every must be a positive number of steps, got {every}")
+        self.pipe, self.folder, self.every, self.name = pipe, Path(folder), every, name
+        for stale in list_checkpoints(self.folder).values():
+            stale.unlink()
+        self.paths: dict[int, Path] = {}
+
+    def __call__(self, step: int, loss: float) -> None:
+        if step % self.every == 0:
+            self.paths[step] = save_adapter(self.pipe, self.folder / f"step_{step:06d}.safetensors", self.name)
+
+
+def list_checkpoints(folder: str | Path) -> dict[int, Path]:
+    """The checkpoints in a folder, by training step, in order."""
+    found = {}
+    for path in Path(folder).glob("step_*.safetensors"):
+        match = _CHECKPOINT.fullmatch(path.name)
+        if match:
+            found[int(match.group(1))] = path
+    return dict(sorted(found.items()))

@@ -1,0 +1,102 @@
+"""Measuring mode collapse of a DreamBooth-style adapter: fidelity, diversity, memorisation, drift.
+
+One `CollapseProbe` fixes what is measured (prompts, seeds, reference images) so that every
+checkpoint, seed and mitigation is scored on exactly the same samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from diffusers import StableDiffusionPipeline
+
+from lorakit.classifier import AttributeClassifier, classify, features, load_classifier
+from lorakit.data import IMAGE_SIZE, ShapesDataset, make_dataset
+from lorakit.metrics import (
+    attribute_accuracy,
+    image_vendi,
+    nearest_train_distance,
+    position_spread,
+    precision_recall_density_coverage,
+)
+from lorakit.pipeline import generate
+
+METRICS = {  # name: what it measures (and which way is good)
+    "fidelity": "share of token-prompt samples that are the instance (colour, shape, size): higher is better",
+    "diversity": "Vendi score of the token-prompt samples in pixel space (1 = one image): higher is more varied",
+    "position_px": "RMS spread of the object's position over token-prompt samples, in pixels",
+    "nn_distance": "mean RMS pixel distance to the nearest training image (0 = a copy)",
+    "coverage": "share of real instance-class images (anywhere on the canvas) with a sample nearby",
+    "editability": "share of edited token prompts (e.g. 'a red sks triangle') drawn as asked",
+    "class_accuracy": "share of class prompts without the token ('a red triangle') drawn right: drift lowers it",
+    "class_as_instance": "share of plain 'a triangle' samples drawn as the instance (10% by chance): drift raises it",
+}
+
+
+@dataclass
+class CollapseProbe:
+    """The prompts, seeds and reference images every measurement uses."""
+
+    instance: ShapesDataset  # the few training images
+    token: str = "sks"
+    colour: str = "purple"
+    shape: str = "triangle"
+    size: str = "small"
+    n: int = 16  # samples per prompt group
+    seed: int = 1000
+    sample_steps: int = 10
+    classifier: AttributeClassifier = field(default_factory=load_classifier, repr=False)
+
+    def __post_init__(self) -> None:
+        self.token_prompt = f"a {self.token} {self.shape}"
+        self.identity = f"a {self.size} {self.colour} {self.shape}"  # what the token should mean
+        others = [c for c in ("red", "green", "blue", "yellow") if c != self.colour]
+        self.edit_prompts = [f"a large {self.token} {self.shape}"] + [f"a {c} {self.token} {self.shape}" for c in others[:3]]
+        self.class_prompts = [f"a {c} {self.shape}" for c in others[:3]] + [f"a large {self.shape}"]
+        self.class_prompt = f"a {self.shape}"
+        # the real class of the instance: the same object anywhere on the canvas
+        real = make_dataset(64, seed=7, include=[self.colour, self.shape, self.size])
+        self._real_feats = features(real.images, self.classifier)
+
+    def samples(self, pipe: StableDiffusionPipeline, seed_offset: int = 0, **kwargs) -> dict[str, object]:
+        """Generate the probe's images: token prompt, edited token prompts, class prompts, plain class prompt."""
+        per = self.n // 4
+        seed = self.seed + seed_offset
+        return {
+            "token": generate(pipe, self.token_prompt, seed=seed, n_per_prompt=self.n,
+                              num_inference_steps=self.sample_steps, **kwargs),
+            "edit": generate(pipe, self.edit_prompts, seed=seed + 100, n_per_prompt=per,
+                             num_inference_steps=self.sample_steps, **kwargs),
+            "class": generate(pipe, self.class_prompts, seed=seed + 200, n_per_prompt=per,
+                              num_inference_steps=self.sample_steps, **kwargs),
+            "plain": generate(pipe, self.class_prompt, seed=seed + 300, n_per_prompt=self.n,
+                              num_inference_steps=self.sample_steps, **kwargs),
+        }
+
+    def score(self, images: dict[str, object]) -> dict[str, float]:
+        """Every metric in METRICS from the images `samples` made."""
+        per = self.n // 4
+        clf = self.classifier
+        token = images["token"]
+        prdc = precision_recall_density_coverage(self._real_feats, features(token, clf), k=3)
+        plain_words = attribute_accuracy(images["plain"], self.identity, clf)
+        return {
+            "fidelity": attribute_accuracy(token, self.identity, clf)["all"],
+            "diversity": image_vendi(token),
+            "position_px": position_spread(classify(clf, token)["position"].numpy() * IMAGE_SIZE),
+            "nn_distance": float(nearest_train_distance(token, self.instance.images).mean()),
+            "coverage": prdc["coverage"],
+            "editability": attribute_accuracy(images["edit"], [p for p in self.edit_prompts for _ in range(per)], clf)["all"],
+            "class_accuracy": attribute_accuracy(images["class"], [p for p in self.class_prompts for _ in range(per)], clf)["all"],
+            "class_as_instance": plain_words["all"],
+        }
+
+    def measure(self, pipe: StableDiffusionPipeline, seed_offset: int = 0, **kwargs) -> dict[str, float]:
+        """Generate and score in one call (kwargs go to the pipeline, e.g. cross_attention_kwargs)."""
+        return self.score(self.samples(pipe, seed_offset, **kwargs))
+
+
+def mean_spread(rows: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
+    """Mean and spread (half the max-min range) of each metric over seeds."""
+    return {k: (float(np.mean([r[k] for r in rows])), float(np.ptp([r[k] for r in rows]) / 2)) for k in rows[0]}

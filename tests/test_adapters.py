@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from lorakit.adapters import (
+    CheckpointSaver,
+    add_adapter,
+    adapter_state,
+    list_checkpoints,
+    load_adapter_weights,
+    save_adapter,
+)
+from lorakit.data import few_shot_instance
+from lorakit.finetune import train
+from lorakit.pipeline import generate, load_pipeline
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A pipeline with a briefly trained conv LoRA whose alpha differs from its rank."""
+    pipe = add_adapter(load_pipeline(device="cpu"), rank=4, alpha=2, conv=True, seed=0)
+    train(pipe, few_shot_instance(4), 6, lr=1e-2, batch_size=4, progress=False)
+    return pipe
+
+
+def _sample(pipe):
+    return generate(pipe, ["a sks triangle", "a large red circle"], seed=3, num_inference_steps=6)
+
+
+def test_only_lora_factors_train_and_they_reach_convs_and_text_encoder():
+    pipe = add_adapter(load_pipeline(device="cpu"), rank=2, conv=True)
+    trainable = [n for part in (pipe.unet, pipe.text_encoder) for n, p in part.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert any("resnets" in n and "conv1" in n for n in trainable)
+    assert any("self_attn.q_proj" in n for n in trainable)
+    with pytest.raises(ValueError, match="rank"):
+        add_adapter(load_pipeline(device="cpu"), rank=0)
+
+
+def test_saved_file_reloads_with_stock_diffusers_identically_alpha_included(trained, tmp_path):
+    path = save_adapter(trained, tmp_path / "sks.safetensors")
+    assert [p.name for p in tmp_path.iterdir()] == ["sks.safetensors"]  # no temp files left behind
+    fresh = load_pipeline(device="cpu")
+    fresh.load_lora_weights(path)
+    assert fresh.unet.peft_config["default_0"].lora_alpha == 2  # alpha != rank survived
+    assert torch.equal(_sample(fresh), _sample(trained))
+
+
+def test_load_adapter_weights_restores_a_checkpoint(trained, tmp_path):
+    path = save_adapter(trained, tmp_path / "a.safetensors")
+    before = adapter_state(trained)
+    with torch.no_grad():
+        for part in (trained.unet, trained.text_encoder):
+            for n, p in part.named_parameters():
+                if "lora_B" in n:
+                    p.zero_()
+    load_adapter_weights(trained, path)
+    after = adapter_state(trained)
+    assert all(torch.equal(after[part][k], v) for part in before for k, v in before[part].items())
+
+
+def test_errors_name_the_problem(trained, tmp_path):
+    with pytest.raises(KeyError, match="no adapter named 'other'"):
+        adapter_state(trained, "other")
+    with pytest.raises(FileNotFoundError, match="no LoRA file"):
+        load_adapter_weights(trained, tmp_path / "missing.safetensors")
+    with pytest.raises(ValueError, match="every"):
+        CheckpointSaver(trained, tmp_path, 0)
+
+
+def test_checkpoints_every_k_steps(tmp_path):
+    pipe = add_adapter(load_pipeline(device="cpu"), rank=1, conv=False, text_encoder=False)
+    (tmp_path / "step_000003.safetensors").write_bytes(b"a previous run's checkpoint")
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    saver = CheckpointSaver(pipe, tmp_path, 2)
+    train(pipe, few_shot_instance(2), 5, batch_size=2, progress=False, on_step=saver)
+    found = list_checkpoints(tmp_path)
+    assert list(found) == [2, 4] and found[4].name == "step_000004.safetensors"  # the stale one is gone
+    assert saver.paths == found and (tmp_path / "notes.txt").exists()  # other files are left alone

@@ -1,0 +1,27 @@
+"""The committed notebooks read as lessons: a title first, full-mode outputs, no errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_notebooks_are_numbered_in_sequence():
+    assert [int(p.name[:2]) for p in NOTEBOOKS] == list(range(len(NOTEBOOKS)))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_opens_with_its_title_and_carries_full_mode_outputs(path):
+    cells = json.loads(path.read_text())["cells"]
+    first = "".join(cells[0]["source"])
+    assert cells[0]["cell_type"] == "markdown" and first.startswith(f"# {path.name[:2]} · "), \
+        f"{path.name} must open with a markdown title '# {path.name[:2]} · ...'"
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert all(c["execution_count"] for c in code), f"{path.name} has unexecuted cells: run `make notebooks`"
+    errors = [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
+    assert not errors, f"{path.name} was committed with an error output"
+    text = "".join(o.get("text", "") if isinstance(o.get("text"), str) else "".join(o.get("text", []))
+                   for c in code for o in c["outputs"])
+    assert "mode: quick" not in text, f"{path.name} carries quick-mode outputs: run `make notebooks`"
