@@ -24,10 +24,10 @@ lab: $(STAMP)
 
 # Unit tests, then every notebook executed in quick mode under nbval.
 test: $(STAMP)
-	LORAKIT_QUICK=1 HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -q tests notebooks --nbval-lax
+	LORAKIT_QUICK=1 HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -q -rs tests notebooks --nbval-lax
 
 unit: $(STAMP)
-	LORAKIT_QUICK=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
+	LORAKIT_QUICK=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -rs tests
 
 # Execute every notebook in place in full mode, so committed notebooks carry full-mode outputs.
 # One or a few: make notebooks NOTEBOOKS=notebooks/04_mode_collapse.ipynb

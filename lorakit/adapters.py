@@ -8,8 +8,10 @@ things are drawn, not only what: attention projections act on each position alik
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import warnings
 import tempfile
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model,
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
 
-from lorakit.pipeline import LORA_TARGETS, TEXT_LORA_TARGETS
+from lorakit.pipeline import LORA_TARGETS, TEXT_LORA_TARGETS, quiet_loading
 
 CONV_TARGETS = ("conv1", "conv2")  # the 3x3 convolutions inside every UNet ResNet block
 _CHECKPOINT = re.compile(r"step_(\d+)\.safetensors")
@@ -66,6 +68,19 @@ def _add_text_encoder_adapter(text_encoder: torch.nn.Module, config: LoraConfig,
             module.set_adapter(name)
 
 
+def load_adapter(pipe: StableDiffusionPipeline, path: str | Path, name: str) -> StableDiffusionPipeline:
+    """`pipe.load_lora_weights(path, adapter_name=name)`, without transformers' load report.
+
+    When a second adapter is loaded, transformers reports the first one's text-encoder weights as
+    "MISSING ... newly initialized": they are only absent from the new file, and stay untouched.
+    """
+    with quiet_loading(), warnings.catch_warnings():
+        # peft warns that a second adapter makes "multiple adapters in the model": here that is the point
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        pipe.load_lora_weights(path, adapter_name=name)
+    return pipe
+
+
 def _has_adapter(model: torch.nn.Module, name: str) -> bool:
     return name in (getattr(model, "peft_config", None) or {})
 
@@ -102,6 +117,7 @@ def save_adapter(pipe: StableDiffusionPipeline, path: str | Path, name: str = "d
             weight_name=path.name,
             safe_serialization=True,
         )
+        os.chmod(tmp / path.name, 0o644)  # readable like any file the user saves (safetensors writes 0600)
         (tmp / path.name).replace(path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

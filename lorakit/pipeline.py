@@ -154,14 +154,17 @@ def check_pipeline_dir(path: Path) -> None:
 
 
 @contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """Hide diffusers' and transformers' loading bars (a sub-second load), restoring them after."""
+def quiet_loading() -> Iterator[None]:
+    """Hide diffusers' and transformers' loading bars and load reports (a sub-second load), restoring them after."""
     was = (diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled())
+    verbosity = transformers_logging.get_verbosity()
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
     try:
         yield
     finally:
+        transformers_logging.set_verbosity(verbosity)
         if was[0]:
             diffusers_logging.enable_progress_bar()
         if was[1]:
@@ -172,7 +175,7 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device | N
     """The shipped tiny pipeline (data/tiny-sd) via `from_pretrained`, offline, float32, all weights frozen."""
     path = Path(path) if path is not None else PIPELINE_DIR
     check_pipeline_dir(path)
-    with _quiet_loading():
+    with quiet_loading():
         pipe = StableDiffusionPipeline.from_pretrained(
             path,
             dtype=torch.float32,  # weights are stored in float16 to keep data/ small

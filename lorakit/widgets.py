@@ -113,12 +113,13 @@ class BlendExplorer:
     def show(self, method: str, t: float, seed: int) -> None:
         """Draw the samples for (method, t, seed) and the path's measures with a marker at t."""
         self.calls.append((method, t, seed))
-        images = self.study.images(method, t, seed=seed, n=self.n)
+        # at the study's seed the path's own samples are reused; another seed draws just n new ones
+        images = self.study.images(method, t, seed=seed, n=None if seed == self.study.seed else self.n)[: self.n]
         path = self.study.path(method)
         a, b = (c[1] for c in self.study.concepts)
         fig = plt.figure(figsize=(11, 3.6))
         grid = fig.add_gridspec(2, self.n + 6)
-        for i in range(self.n):
+        for i in range(len(images)):  # the study may hold fewer samples per point than the widget shows
             ax = fig.add_subplot(grid[0, i])
             ax.imshow(images[i].permute(1, 2, 0).numpy(), interpolation="nearest")
             ax.axis("off")

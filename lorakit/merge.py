@@ -1,0 +1,187 @@
+"""Ways to mix two LoRA adapters, each stated as a formula for the weight change ΔW it makes.
+
+The two adapters live in one pipeline under their names (`pipe.load_lora_weights(path,
+adapter_name=...)`). For every adapted layer, adapter i has factors A_i (r, in), B_i (out, r) and
+scale s_i = alpha_i / r_i, so its own change is ΔW_i = s_i B_i A_i. A `Mixer` sets the pipeline to
+any mix, by one of `METHODS`:
+
+- "set_adapters" (output space, diffusers): both adapters stay separate layers and their outputs
+  are added with weights (1-t, t): y = W x + (1-t) s_a B_a A_a x + t s_b B_b A_b x.
+- "weight" (weight space): ΔW(t) = (1-t) s_a B_a A_a + t s_b B_b A_b, merged into W. The exact mix:
+  by linearity it equals "set_adapters".
+- "factor" (factor space, the pitfall): A(t) = (1-t) A_a + t A_b, B(t) = (1-t) s_a B_a + t s_b B_b,
+  ΔW(t) = B(t) A(t), quadratic in t, with cross terms t(1-t)(s_a B_a A_b + s_b B_b A_a).
+- "peft_<type>": peft's `LoraModel.add_weighted_adapter(..., combination_type=<type>)` with weights
+  (1-t, t), called through peft, merged into W. `linear` and the TIES/DARE/magnitude-prune family
+  combine A and B separately with sqrt(weight x scale) factors (cross terms, like "factor"); `cat`
+  stacks the factors (exact); `svd` takes the exact ΔW and truncates it to a rank (exact at full rank).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import StableDiffusionPipeline
+from peft import LoraConfig
+from peft.tuners.lora import LoraLayer, LoraModel
+from torch import nn
+
+PEFT_TYPES = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune")
+METHODS = ("set_adapters", "weight", "factor") + tuple(f"peft_{c}" for c in PEFT_TYPES)
+_COMPONENTS = ("unet", "text_encoder")
+
+
+@dataclass(frozen=True)
+class Factors:
+    """One adapted layer of one adapter: ΔW = scale * B @ A."""
+
+    A: torch.Tensor  # (r, in)
+    B: torch.Tensor  # (out, r)
+    scale: float
+
+    def delta(self) -> torch.Tensor:
+        """ΔW = scale * B A; (out, in)."""
+        return self.scale * self.B @ self.A
+
+
+def lora_layers(pipe: StableDiffusionPipeline) -> dict[str, LoraLayer]:
+    """Every peft LoRA layer of the UNet and text encoder, keyed "unet.<module>" / "text_encoder.<module>"."""
+    return {f"{part}.{name}": module for part in _COMPONENTS
+            for name, module in getattr(pipe, part).named_modules() if isinstance(module, LoraLayer)}
+
+
+def lora_factors(pipe: StableDiffusionPipeline, adapter: str) -> dict[str, Factors]:
+    """The factors of one named adapter in every layer it adapts."""
+    found = {name: Factors(layer.lora_A[adapter].weight.detach().clone(), layer.lora_B[adapter].weight.detach().clone(),
+                           float(layer.scaling[adapter]))
+             for name, layer in lora_layers(pipe).items() if adapter in layer.lora_A}
+    if not found:
+        names = sorted({a for layer in lora_layers(pipe).values() for a in layer.lora_A})
+        raise KeyError(f"no adapter named {adapter!r} in the pipeline; it has {names or 'none'} "
+                       "(load one with pipe.load_lora_weights(path, adapter_name=...))")
+    return found
+
+
+def _check_same_layers(fa: dict[str, Factors], fb: dict[str, Factors]) -> None:
+    if fa.keys() != fb.keys():
+        only = sorted(fa.keys() ^ fb.keys())
+        raise ValueError(f"the two adapters adapt different layers (e.g. {only[:3]}); mix adapters with the same targets")
+
+
+def weight_space_delta(fa: dict[str, Factors], fb: dict[str, Factors], t: float) -> dict[str, torch.Tensor]:
+    """ΔW(t) = (1-t) s_a B_a A_a + t s_b B_b A_b for every layer: the exact linear mix."""
+    _check_same_layers(fa, fb)
+    return {k: (1 - t) * fa[k].delta() + t * fb[k].delta() for k in fa}
+
+
+def factor_space_delta(fa: dict[str, Factors], fb: dict[str, Factors], t: float) -> dict[str, torch.Tensor]:
+    """ΔW(t) = ((1-t) s_a B_a + t s_b B_b)((1-t) A_a + t A_b): factors interpolated separately (the pitfall)."""
+    _check_same_layers(fa, fb)
+    out = {}
+    for k in fa:
+        a, b = fa[k], fb[k]
+        if a.A.shape != b.A.shape:
+            raise ValueError(f"{k}: factor-space mixing needs equal ranks, got {a.A.shape[0]} and {b.A.shape[0]}")
+        out[k] = ((1 - t) * a.scale * a.B + t * b.scale * b.B) @ ((1 - t) * a.A + t * b.A)
+    return out
+
+
+def peft_delta(
+    fa: dict[str, Factors],
+    fb: dict[str, Factors],
+    weights: tuple[float, float],
+    combination_type: str,
+    density: float = 0.5,
+    svd_rank: int | None = None,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """ΔW of peft's `add_weighted_adapter(["a", "b"], weights, combination_type=...)`, layer by layer.
+
+    peft works on a `LoraModel`; here that model is a bank of bare Linear layers with the adapted
+    layers' shapes, holding both adapters' factors, so peft's own code does the combining.
+    `density` is used by the TIES/DARE/magnitude-prune types, `svd_rank` by svd (default: the
+    larger input rank); `seed` fixes DARE's random drops.
+    """
+    if combination_type not in PEFT_TYPES:
+        raise ValueError(f"unknown combination_type {combination_type!r}; choose from {PEFT_TYPES}")
+    _check_same_layers(fa, fb)
+    keys = {k: k.replace(".", "__") for k in fa}  # module names may not contain dots
+    bank = nn.ModuleDict({keys[k]: nn.Linear(f.A.shape[1], f.B.shape[0], bias=False) for k, f in fa.items()})
+
+    def config(factors: dict[str, Factors]) -> LoraConfig:
+        any_f = next(iter(factors.values()))
+        r = any_f.A.shape[0]
+        return LoraConfig(r=r, lora_alpha=any_f.scale * r, target_modules=list(keys.values()))
+
+    model = LoraModel(bank, {"a": config(fa)}, "a")
+    model.peft_config["b"] = config(fb)
+    model.inject_adapter(bank, "b")
+    with torch.no_grad():
+        for name, factors in (("a", fa), ("b", fb)):
+            for k, f in factors.items():
+                layer = bank[keys[k]]
+                layer.lora_A[name].weight.copy_(f.A)
+                layer.lora_B[name].weight.copy_(f.B)
+                layer.scaling[name] = f.scale  # per-layer scales, as in the pipeline
+    kwargs = {"density": density} if combination_type not in ("linear", "cat", "svd") else {}
+    if combination_type == "svd":
+        kwargs["svd_rank"] = svd_rank
+    torch.manual_seed(seed)
+    model.add_weighted_adapter(["a", "b"], list(weights), "mix", combination_type=combination_type, **kwargs)
+    return {k: bank[keys[k]].get_delta_weight("mix").detach() for k in fa}
+
+
+class Mixer:
+    """Sets a pipeline holding two named adapters to any mix of them, by any of `METHODS`.
+
+    Merged methods write W + ΔW into the adapted layers' base weights with the adapters switched
+    off; "set_adapters" restores the base weights and lets diffusers weigh the adapters' outputs.
+    `strength` multiplies the whole mix (0 = base model) without losing it.
+    """
+
+    def __init__(self, pipe: StableDiffusionPipeline, a: str, b: str) -> None:
+        self.pipe, self.a, self.b = pipe, a, b
+        self.fa, self.fb = lora_factors(pipe, a), lora_factors(pipe, b)
+        _check_same_layers(self.fa, self.fb)
+        self.layers = {k: v for k, v in lora_layers(pipe).items() if k in self.fa}
+        self.base = {k: layer.get_base_layer().weight.detach().clone() for k, layer in self.layers.items()}
+
+    def deltas(self, method: str, t: float) -> dict[str, torch.Tensor]:
+        """ΔW of every adapted layer for a method at blend t (weights 1-t and t)."""
+        if method in ("weight", "set_adapters"):
+            return weight_space_delta(self.fa, self.fb, t)
+        if method == "factor":
+            return factor_space_delta(self.fa, self.fb, t)
+        if method.startswith("peft_") and method[5:] in PEFT_TYPES:
+            return peft_delta(self.fa, self.fb, (1 - t, t), method[5:])
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+
+    def _write_base(self, deltas: dict[str, torch.Tensor] | None) -> None:
+        with torch.no_grad():
+            for k, layer in self.layers.items():
+                w = layer.get_base_layer().weight
+                w.copy_(self.base[k] + deltas[k].to(w) if deltas is not None else self.base[k])
+
+    def apply(self, method: str, t: float, strength: float = 1.0) -> None:
+        """Set the pipeline to the mix (weights (1-t)·strength and t·strength)."""
+        if method == "set_adapters":
+            self._write_base(None)
+            self.pipe.enable_lora()
+            self.pipe.set_adapters([self.a, self.b], adapter_weights=[(1 - t) * strength, t * strength])
+        else:
+            deltas = self.deltas(method, t)
+            self.pipe.disable_lora()
+            self._write_base({k: strength * d for k, d in deltas.items()})
+
+    def apply_single(self, adapter: str, scale: float) -> None:
+        """One adapter alone at `scale` (negative subtracts it, above 1 extrapolates); the other off."""
+        self._write_base(None)
+        self.pipe.enable_lora()
+        self.pipe.set_adapters([adapter], adapter_weights=[scale])
+
+    def restore(self) -> None:
+        """Base weights back, both adapters on at weight 1 (as after loading)."""
+        self._write_base(None)
+        self.pipe.enable_lora()
+        self.pipe.set_adapters([self.a, self.b], adapter_weights=[1.0, 1.0])

@@ -1,0 +1,151 @@
+"""Notebook 05's widgets in a real browser: JupyterLab headless on localhost, driven by Chromium.
+
+Uses Debian's Chromium (`.ci/run` installs it with apt-get; browser downloads are impossible here)
+through Playwright for Python with `executable_path`. Without Chromium or Playwright the test is
+skipped with the reason, never silently. It runs a copy of the notebook in quick mode, so the
+committed notebook is never touched.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05_interpolation_and_merging.ipynb"
+
+
+def _chromium() -> str:
+    path = os.environ.get("LORAKIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.skip("Chromium is not installed (Debian package 'chromium'; `bash .ci/run` installs it with apt-get "
+                    "as root): the widgets cannot be checked in a real browser here")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_server(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"JupyterLab exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"JupyterLab did not answer at {url} within {timeout} s")
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """A JupyterLab server on localhost serving a copy of notebook 05; yields (base url, token)."""
+    work = tmp_path / "notebooks"
+    work.mkdir()
+    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
+    port, token = _free_port(), uuid.uuid4().hex
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel draws inline, as for a learner
+    settings = tmp_path / "settings"
+    # every cell in the DOM (JupyterLab 4 renders only visible cells by default), and no news pop-up
+    for plugin, values in {"notebook-extension/tracker": {"windowingMode": "none"},
+                           "apputils-extension/notification": {"fetchNews": "false"}}.items():
+        path = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    env.update(LORAKIT_QUICK="1", HF_HUB_OFFLINE="1", JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+               JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"))
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+           f"--ServerApp.token={token}", f"--ServerApp.root_dir={work}", "--LabApp.news_url=",
+           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if hasattr(os, "getuid") and os.getuid() == 0:
+        cmd.append("--allow-root")
+    log = open(tmp_path / "jupyterlab.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_for_server(f"{base}/api/status?token={token}", proc)
+        yield base, token
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _blend_image(page) -> str:
+    """The image the blend widget (the notebook's second widget) shows, as its data URL."""
+    return page.locator(".widget-output img").nth(1).get_attribute("src")
+
+
+def test_slider_redraws_the_widget_in_chromium(lab, tmp_path):
+    executable = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("Playwright for Python is not installed (`pip install playwright`; it is in the dev extras)")
+    base, token = lab
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            after, before = _run_notebook_and_move_slider(page, base, token)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"))  # what the browser showed, for the report
+            raise
+        shot = tmp_path / "widget.png"
+        page.screenshot(path=str(shot), full_page=False)
+        browser.close()
+    assert before != after and after.startswith("data:image/png;base64,")
+    assert len(base64.b64decode(after.split(",", 1)[1])) > 1000  # a real picture, not an empty frame
+    assert shot.stat().st_size > 0
+
+
+def _run_notebook_and_move_slider(page, base: str, token: str) -> tuple[str, str]:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.goto(f"{base}/lab/tree/{NOTEBOOK.name}?token={token}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+    for _ in range(2):
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_text("Run All Cells", exact=True).click()
+        select = page.get_by_role("button", name="Select", exact=True)  # the kernel was not ready yet:
+        try:  # JupyterLab asks which kernel to start; take the notebook's own and run again
+            select.wait_for(timeout=3_000)
+        except PlaywrightTimeout:
+            break
+        select.click()
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+    # the whole notebook ran (its last cell prints the time) and the kernel is idle again, so nothing
+    # but the slider below can change the widgets; both widgets show an image
+    timeout = int(os.environ.get("LORAKIT_BROWSER_TIMEOUT_MS", 240_000))
+    page.get_by_text("notebook time:").wait_for(timeout=timeout)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout)
+    page.wait_for_function("document.querySelectorAll('.widget-output img').length >= 2", timeout=timeout)
+    before = _blend_image(page)
+    handle = page.locator(".noUi-handle").nth(1)  # the blend widget's t slider
+    handle.scroll_into_view_if_needed()
+    handle.focus()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function(
+        "before => { const imgs = document.querySelectorAll('.widget-output img');"
+        " return imgs.length >= 2 && imgs[1].src !== before; }", arg=before, timeout=60_000)
+    return _blend_image(page), before
