@@ -30,6 +30,7 @@ from lorakit.paths import atomic_path
 
 FORMATS = ("diffusers", "kohya")
 _PARTS = {"unet": "lora_unet_", "text_encoder": "lora_te_"}
+_KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_")  # diffusers' convert_state_dict_to_kohya writes lora_te1_
 # key endings of the layouts in the wild -> "A" (down) or "B" (up)
 _ENDINGS = {
     ".lora_A.weight": "A", ".lora_B.weight": "B",  # peft
@@ -138,7 +139,7 @@ def from_kohya(kohya_state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, tor
     The key conversion is diffusers' own (`StableDiffusionPipeline.lora_state_dict`); its legacy
     attention-processor names are then renamed to the installed models' module names.
     """
-    if not any(k.startswith(tuple(_PARTS.values())) for k in kohya_state_dict):
+    if not any(k.startswith(_KOHYA_PREFIXES) for k in kohya_state_dict):
         raise LoraFileError("not a kohya LoRA: no key starts with 'lora_unet_' or 'lora_te_'")
     state, network_alphas = StableDiffusionPipeline.lora_state_dict(dict(kohya_state_dict))
     peft_state, alphas = {}, {}
@@ -146,7 +147,11 @@ def from_kohya(kohya_state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, tor
         part, module, which = _split(key)
         peft_state[f"{part}.{_model_name(part, module)}.lora_{which}.weight"] = value
     for key, value in (network_alphas or {}).items():
-        part, module, _ = _split(key.removesuffix(".alpha"))
+        stem = key.removesuffix(".alpha")
+        try:  # text-encoder alphas are named after a weight, UNet alphas after their module
+            part, module, _ = _split(stem)
+        except LoraFileError:
+            part, _, module = stem.partition(".")
         alphas[f"{part}.{_model_name(part, module)}"] = float(value)
     return peft_state, alphas
 
@@ -168,7 +173,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 def _detect(state: dict[str, torch.Tensor], path: Path) -> str:
     keys = list(state)
-    if keys and all(k.startswith(tuple(_PARTS.values())) for k in keys):
+    if keys and all(k.startswith(_KOHYA_PREFIXES) for k in keys):
         return "kohya"
     if keys and all(k.startswith(tuple(p + "." for p in _PARTS)) and "lora" in k for k in keys):
         return "diffusers"
@@ -228,7 +233,7 @@ def save_lora(state_dict: dict[str, torch.Tensor], path: str | Path, format: str
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     path = Path(path)
-    if any(k.startswith(tuple(_PARTS.values())) for k in state_dict):  # kohya in
+    if any(k.startswith(_KOHYA_PREFIXES) for k in state_dict):  # kohya in
         peft_state, alphas = from_kohya(state_dict)
     else:
         if alpha is None:
