@@ -135,8 +135,9 @@ def _run_notebook_and_move_slider(page, base: str, token: str) -> tuple[str, str
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
     # the whole notebook ran (its last cell prints the time) and the kernel is idle again, so nothing
     # but the slider below can change the widgets; both widgets show an image
-    timeout = int(os.environ.get("LORAKIT_BROWSER_TIMEOUT_MS", 240_000))
-    page.get_by_text("notebook time:").wait_for(timeout=timeout)
+    timeout = int(os.environ.get("LORAKIT_BROWSER_TIMEOUT_MS", 480_000))
+    # the printed line, not the cell's source (every cell is in the DOM)
+    page.locator(".jp-OutputArea-output", has_text="notebook time:").wait_for(timeout=timeout)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout)
     page.wait_for_function("document.querySelectorAll('.widget-output img').length >= 2", timeout=timeout)
     before = _blend_image(page)

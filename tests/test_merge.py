@@ -159,4 +159,6 @@ def test_blend_widget_calls_with_the_slider_values(study):
     assert widget.calls[-3:] == [("weight", 0.2, study.seed), ("factor", 0.2, study.seed),
                                  ("factor", 0.2, study.seed + 5)]
     assert ("factor", 0.2, study.seed + 5, 1.0, 2) in study.cache
+    wide = BlendExplorer(study, ["weight"], n=study.n + 2)  # shows more images than the study keeps per point
+    wide.show("weight", 0.2, study.seed)  # called directly: inside a widget an exception would only be printed
     study.mixer.restore()
