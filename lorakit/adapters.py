@@ -11,17 +11,18 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import warnings
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 from diffusers import StableDiffusionPipeline
-from diffusers.utils import convert_state_dict_to_diffusers, convert_unet_state_dict_to_peft
+from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
 
+from lorakit.formats import peft_layout
 from lorakit.pipeline import LORA_TARGETS, TEXT_LORA_TARGETS, quiet_loading
 
 CONV_TARGETS = ("conv1", "conv2")  # the 3x3 convolutions inside every UNet ResNet block
@@ -132,19 +133,10 @@ def load_adapter_weights(pipe: StableDiffusionPipeline, path: str | Path, name: 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no LoRA file at {path}")
-    state = load_file(path)
-    for part in ("unet", "text_encoder"):
+    for part, sub in peft_layout(load_file(path)).items():
         model = getattr(pipe, part)
-        sub = {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
-        if not sub:
-            continue
         if not _has_adapter(model, name):
             raise KeyError(f"{path.name} holds {part} weights but the {part} has no adapter named {name!r}")
-        if part == "unet":
-            sub = convert_unet_state_dict_to_peft(sub)
-        else:
-            sub = {k.replace(".lora_linear_layer.down", ".lora_A").replace(".lora_linear_layer.up", ".lora_B"): v
-                   for k, v in sub.items()}
         result = set_peft_model_state_dict(model, sub, adapter_name=name)
         unexpected = [k for k in result.unexpected_keys if "lora_" in k]
         if unexpected:

@@ -112,6 +112,18 @@ def _factors(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor
     return out
 
 
+def peft_layout(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """A diffusers/peft LoRA state dict split per component, keys as peft's set_peft_model_state_dict takes them.
+
+    {"unet": {"<module>.lora_A.weight": ..., "<module>.lora_B.weight": ...}, "text_encoder": {...}}
+    """
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for module, f in _factors(state).items():
+        part, _, name = module.partition(".")
+        out.setdefault(part, {}).update({f"{name}.lora_A.weight": f["A"], f"{name}.lora_B.weight": f["B"]})
+    return out
+
+
 def _kohya_name(module: str) -> str:
     part, _, path = module.partition(".")
     if part == "text_encoder" and not path.startswith("text_model."):
