@@ -123,16 +123,22 @@ def _run_notebook_and_move_slider(page, base: str, token: str) -> tuple[str, str
     page.goto(f"{base}/lab/tree/{NOTEBOOK.name}?token={token}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
-    for _ in range(2):
+    started = "document.querySelector('.jp-InputPrompt') && [...document.querySelectorAll('.jp-InputPrompt')]" \
+              ".some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"
+    for _ in range(3):  # right after the page loads, "Run All" can be lost while the kernel connects: retry
         page.get_by_role("menuitem", name="Run", exact=True).click()
         page.get_by_text("Run All Cells", exact=True).click()
-        select = page.get_by_role("button", name="Select", exact=True)  # the kernel was not ready yet:
-        try:  # JupyterLab asks which kernel to start; take the notebook's own and run again
+        select = page.get_by_role("button", name="Select", exact=True)
+        try:  # JupyterLab may ask which kernel to start; take the notebook's own
             select.wait_for(timeout=3_000)
+            select.click()
         except PlaywrightTimeout:
+            pass
+        try:
+            page.wait_for_function(started, timeout=20_000)
             break
-        select.click()
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+        except PlaywrightTimeout:
+            continue
     # the whole notebook ran (its last cell prints the time) and the kernel is idle again, so nothing
     # but the slider below can change the widgets; both widgets show an image
     timeout = int(os.environ.get("LORAKIT_BROWSER_TIMEOUT_MS", 480_000))
