@@ -52,12 +52,28 @@ def _wait_for_server(url: str, proc: subprocess.Popen, timeout: float = 120) -> 
     raise TimeoutError(f"JupyterLab did not answer at {url} within {timeout} s")
 
 
+def _copy_without_outputs(src: Path, dst: Path) -> None:
+    """Copy a notebook with its outputs, execution counts and widget state cleared.
+
+    The committed notebook carries full-mode outputs: left in, its "[1]" prompts and its printed
+    "notebook time:" line would make the waits below pass before anything ran in the browser.
+    """
+    import nbformat
+
+    nb = nbformat.read(src, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nb.metadata.pop("widgets", None)
+    nbformat.write(nb, dst)
+
+
 @pytest.fixture
 def lab(tmp_path):
     """A JupyterLab server on localhost serving a copy of notebook 05; yields (base url, token)."""
     work = tmp_path / "notebooks"
     work.mkdir()
-    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
+    _copy_without_outputs(NOTEBOOK, work / NOTEBOOK.name)
     port, token = _free_port(), uuid.uuid4().hex
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel draws inline, as for a learner
     settings = tmp_path / "settings"
@@ -102,13 +118,20 @@ def test_slider_redraws_the_widget_in_chromium(lab, tmp_path):
         pytest.skip("Playwright for Python is not installed (`pip install playwright`; it is in the dev extras)")
     base, token = lab
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
+        flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]  # no network here: Chromium's own background connections only fail
+        browser = p.chromium.launch(executable_path=executable, args=flags)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
             after, before = _run_notebook_and_move_slider(page, base, token)
-        except Exception:
+        except Exception as error:
             page.screenshot(path=str(tmp_path / "failure.png"))  # what the browser showed, for the report
-            raise
+            n_imgs = page.evaluate("document.querySelectorAll('.widget-output img').length")
+            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+            log = (tmp_path / "jupyterlab.log").read_text()[-3000:]
+            raise AssertionError(f"{error}\nwidget images shown: {n_imgs}; stderr outputs: "
+                                 f"{errors.all_inner_texts()[:3]}\nscreenshot: {tmp_path / 'failure.png'}\n"
+                                 f"JupyterLab log (end):\n{log}") from error
         shot = tmp_path / "widget.png"
         page.screenshot(path=str(shot), full_page=False)
         browser.close()
@@ -125,7 +148,7 @@ def _run_notebook_and_move_slider(page, base: str, token: str) -> tuple[str, str
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
     started = "document.querySelector('.jp-InputPrompt') && [...document.querySelectorAll('.jp-InputPrompt')]" \
               ".some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"
-    for _ in range(3):  # right after the page loads, "Run All" can be lost while the kernel connects: retry
+    for _ in range(4):  # right after the page loads, "Run All" can be lost while the kernel connects: retry
         page.get_by_role("menuitem", name="Run", exact=True).click()
         page.get_by_text("Run All Cells", exact=True).click()
         select = page.get_by_role("button", name="Select", exact=True)
@@ -139,6 +162,8 @@ def _run_notebook_and_move_slider(page, base: str, token: str) -> tuple[str, str
             break
         except PlaywrightTimeout:
             continue
+    else:
+        raise AssertionError("JupyterLab never started running the notebook after 4 clicks on Run > Run All Cells")
     # the whole notebook ran (its last cell prints the time) and the kernel is idle again, so nothing
     # but the slider below can change the widgets; both widgets show an image
     timeout = int(os.environ.get("LORAKIT_BROWSER_TIMEOUT_MS", 480_000))
