@@ -30,7 +30,6 @@ CLAIMS = {
     "C15": "There are three prominent implementations (original SD, Diffusion-FFJ, Hugging Face); a lora_matrix= argument",
     "C16": "LoRA can control what content a model generates (e.g. suppress a category)",
 }
-PLANNED = {"C3": "a later notebook", "C5": "a later notebook", "C16": "07_lora_as_a_control"}
 
 
 @dataclass
@@ -48,7 +47,7 @@ class Verdict:
     def link(self) -> str:
         """A Markdown link to the evidence (relative to notebooks/)."""
         if not self.notebook:
-            return f"planned: {PLANNED.get(self.claim, 'a later notebook')}"
+            return "no notebook yet"
         anchor = f"#{self.section}" if self.section else ""
         return f"[{self.notebook[:2]}]({self.notebook}.ipynb{anchor})"
 

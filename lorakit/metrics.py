@@ -103,6 +103,13 @@ def position_spread(positions) -> float:
     return float(np.sqrt(((p - p.mean(0)) ** 2).sum(1).mean()))
 
 
+def object_area(images, threshold: int = 40) -> torch.Tensor:
+    """Fraction of each image's pixels that differ from the background (any channel by > threshold): (B,)."""
+    x = as_uint8(images).float()  # (B, 3, H, W)
+    bg = torch.tensor(BACKGROUND, dtype=torch.float32)[None, :, None, None]  # (1, 3, 1, 1)
+    return ((x - bg).abs().amax(1) > threshold).float().mean((1, 2))
+
+
 def label_entropy(labels, n_values: int | None = None) -> float:
     """Shannon entropy in bits of a list of class labels: 0 when all agree, log2(k) for k equally common."""
     counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=n_values or 0)

@@ -28,3 +28,4 @@ def test_unknown_claims_are_rejected(tmp_path):
 def test_committed_results_judge_claims_with_numbers():
     rows = [r for r in claims_table() if r.notebook]
     assert rows and all(r.evidence for r in rows)
+    assert {r.claim for r in rows} == set(CLAIMS)  # the course judges every claim C1-C16

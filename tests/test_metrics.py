@@ -9,6 +9,7 @@ from lorakit.metrics import (
     image_vendi,
     label_entropy,
     nearest_train_distance,
+    object_area,
     position_spread,
     precision_recall_density_coverage,
     vendi_score,
@@ -92,3 +93,16 @@ def test_position_spread_and_label_entropy_known_answers():
     assert label_entropy([3, 3, 3]) == 0.0
     assert label_entropy([0, 1, 2, 3]) == pytest.approx(2.0)
     assert label_entropy([0, 0, 1, 1]) == pytest.approx(1.0)
+
+
+def test_object_area_known_answers():
+    blank = torch.full((1, 3, 32, 32), 228, dtype=torch.uint8)
+    half = blank.clone()
+    half[:, 0, :16] = 20  # the top half red-ish: 512 of 1,024 pixels
+    assert object_area(torch.cat([blank, half])).tolist() == [0.0, 0.5]
+    data = make_dataset(200, seed=0)
+    area = object_area(data.images)
+    for shape in ("circle", "square", "triangle"):  # per shape, the two size bins do not overlap
+        small = [float(a) for a, at in zip(area, data.attributes) if at.shape == shape and at.size == "small"]
+        large = [float(a) for a, at in zip(area, data.attributes) if at.shape == shape and at.size == "large"]
+        assert small and large and min(large) > max(small), shape

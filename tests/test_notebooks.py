@@ -8,9 +8,9 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-def test_notebooks_are_numbered_once_each_from_00():
+def test_notebooks_are_numbered_from_00_without_gaps():
     numbers = [int(p.name[:2]) for p in NOTEBOOKS]
-    assert numbers[0] == 0 and len(set(numbers)) == len(numbers)
+    assert numbers == list(range(len(numbers))), f"notebooks should be numbered 00, 01, ... without gaps: {numbers}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -1,0 +1,170 @@
+"""LoRA as a control knob: a concept slider and concept erasure, both taught by the frozen model itself.
+
+Both methods train a LoRA to predict, for a prompt c, a noise that the *frozen* model's own
+predictions define, so they need no new images:
+
+- concept slider (Gandikota et al. 2023, "Concept Sliders"): at adapter scale s,
+  ε_LoRA(x_t, c) = ε(x_t, c) + s·η·(ε(x_t, c+) − ε(x_t, c−)), e.g. c+ = "a large red circle",
+  c− = "a small red circle", c = "a red circle"; trained at s = +1 and s = −1, so the scale becomes a
+  continuous size knob;
+- concept erasure (Gandikota et al. 2023, "Erasing Concepts from Diffusion Models", ESD):
+  ε_LoRA(x_t, c) = ε(x_t, c−) − η·(ε(x_t, c) − ε(x_t, c−)), with c− the prompt without the concept
+  word (ESD uses the empty prompt, which erases everything the prompt names): the prompt naming the
+  concept is pushed away from it, as negative guidance would; η = 0 maps it onto c− (concept
+  ablation, Kumari et al. 2023).
+
+x_t are noised latents of ordinary images; ε is the UNet with the adapter switched off.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers import StableDiffusionPipeline
+from peft import LoraConfig
+from tqdm.auto import tqdm
+
+from lorakit.finetune import EncodedData
+from lorakit.pipeline import training_scheduler
+
+
+# ESD-x: only the cross-attention keys and values, the layers that read the prompt
+CROSS_ATTENTION_KV = ("attn2.to_k", "attn2.to_v")
+ALL_ATTENTION = ("to_k", "to_v", "to_q", "to_out.0")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One training prompt and the frozen predictions its target is built from."""
+
+    prompt: str  # c: what the adapter sees
+    plus: str  # c+ (slider) or the concept prompt (erasure)
+    minus: str  # c- (slider) or the prompt without the concept word (erasure)
+
+
+def slider_targets(plus_word: str, minus_word: str, colours: Sequence[str], shapes: Sequence[str]) -> list[Target]:
+    """Prompts "a {colour} {shape}" with c± = "a {plus/minus word} {colour} {shape}"."""
+    return [Target(f"a {c} {s}", f"a {plus_word} {c} {s}", f"a {minus_word} {c} {s}") for c in colours for s in shapes]
+
+
+def erasure_targets(concept: str, sizes: Sequence[str], shapes: Sequence[str], anchor: str | None = None) -> list[Target]:
+    """Prompts naming the concept ("a large red circle"), each trained away from the concept.
+
+    The concept's direction is measured against an anchor: by default the same prompt without the
+    concept word ("a large circle"), so only the concept is erased, not the size and shape drawn
+    with it; ``anchor=""`` is ESD's original choice, the empty prompt.
+    """
+    return [Target(f"a {z} {concept} {s}", f"a {z} {concept} {s}", f"a {z} {s}" if anchor is None else anchor)
+            for z in sizes for s in shapes]
+
+
+def keep_targets(prompts: Sequence[str]) -> list[Target]:
+    """Prompts the adapter must leave alone: c = c+ = c-, so either target is the frozen prediction itself."""
+    return [Target(p, p, p) for p in prompts]
+
+
+def add_control_adapter(pipe: StableDiffusionPipeline, rank: int = 4, targets: Sequence[str] = ALL_ATTENTION,
+                        name: str = "control", seed: int = 0) -> StableDiffusionPipeline:
+    """Add a peft LoRA to the UNet only (the text encoder stays frozen, so prompts mean what they meant)."""
+    torch.manual_seed(seed)
+    pipe.unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=list(targets)), adapter_name=name)
+    return pipe
+
+
+@torch.no_grad()
+def _embed(pipe: StableDiffusionPipeline, prompts: Sequence[str]) -> torch.Tensor:
+    """The frozen text encoder's outputs for prompts."""
+    ids = pipe.tokenizer(list(prompts), padding="max_length", truncation=True, return_tensors="pt").input_ids
+    return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0]  # (P, 16, 64)
+
+
+def train_control(
+    pipe: StableDiffusionPipeline,
+    latents: EncodedData,
+    targets: Sequence[Target],
+    kind: str,
+    steps: int = 300,
+    eta: float = 1.0,
+    lr: float = 1e-3,
+    batch_size: int = 16,
+    seed: int = 0,
+    name: str = "control",
+    progress: bool = True,
+) -> tuple[list[float], float]:
+    """Train the UNet adapter `name` as a "slider" or an "erasure"; returns (losses, seconds).
+
+    Each step draws a batch of noised latents and, per sample, one target; the frozen model (the
+    adapter at weight 0) predicts the noise for the target's prompts in one batched pass, and the
+    adapter (at weight +1, or -1 on every other step for a slider) learns the combination.
+    When it returns, the adapter `name` is the UNet's only active adapter, at weight 1.
+    """
+    if kind not in ("slider", "erasure"):
+        raise ValueError(f"kind must be 'slider' or 'erasure', got {kind!r}")
+    if not targets:
+        raise ValueError("no targets to train on: build them with slider_targets or erasure_targets")
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be at least 1, got steps={steps}, batch_size={batch_size}")
+    unet = pipe.unet
+    adapters = sorted(getattr(unet, "peft_config", None) or {})
+    if name not in adapters:
+        raise ValueError(f"the UNet has no adapter named {name!r} (it has {adapters or 'none'}): "
+                         "add one with add_control_adapter(pipe, name=...) and pass the same name here")
+    params = [p for n, p in unet.named_parameters() if f".{name}." in n and "lora_" in n]
+    prompts = sorted({p for t in targets for p in (t.prompt, t.plus, t.minus)})
+    row = {p: i for i, p in enumerate(prompts)}
+    emb = _embed(pipe, prompts)  # (P, 16, 64)
+    # per target: rows of its prompt, c+ and c- in emb
+    which = torch.tensor([[row[t.prompt], row[t.plus], row[t.minus]] for t in targets])  # (T, 3)
+    schedule = training_scheduler()
+    scaling = pipe.vae.config.scaling_factor
+    opt = torch.optim.AdamW(params, lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    dev = unet.device
+    scales = (1.0, -1.0) if kind == "slider" else (1.0,)
+    losses = []
+    start = time.perf_counter()
+    unet.train()
+    for step in tqdm(range(steps), desc=f"{kind} LoRA", disable=not progress):
+        idx = torch.randint(0, len(latents), (batch_size,), generator=gen)
+        eps = torch.randn(latents.latent_mean[idx].shape, generator=gen)
+        x0 = ((latents.latent_mean[idx] + latents.latent_std[idx] * eps) * scaling).to(dev)  # (B, 4, 8, 8)
+        noise = torch.randn(x0.shape, generator=gen).to(dev)
+        t = torch.randint(0, schedule.config.num_train_timesteps, (batch_size,), generator=gen).to(dev)
+        noisy = schedule.add_noise(x0, noise, t)  # (B, 4, 8, 8)
+        rows = which[torch.randint(0, len(targets), (batch_size,), generator=gen)]  # (B, 3)
+        c, plus, minus = (emb[rows[:, k]].to(dev) for k in range(3))  # each (B, 16, 64)
+        with torch.no_grad():  # the frozen model: the adapter at weight 0 adds exactly nothing
+            _set_weight(unet, name, 0.0, params)
+            hidden = torch.cat([plus, minus, c] if kind == "slider" else [plus, minus])
+            k = len(hidden) // batch_size
+            frozen = unet(noisy.repeat(k, 1, 1, 1), t.repeat(k), encoder_hidden_states=hidden).sample.chunk(k)
+        s = scales[step % len(scales)]
+        if kind == "slider":
+            e_plus, e_minus, e_c = frozen
+            goal = e_c + s * eta * (e_plus - e_minus)
+        else:
+            e_concept, e_anchor = frozen
+            goal = e_anchor - eta * (e_concept - e_anchor)
+        _set_weight(unet, name, s, params)
+        loss = F.mse_loss(unet(noisy, t, encoder_hidden_states=c).sample, goal)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss.item()} at step {step}: lower the learning rate (lr={lr})")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    _set_weight(unet, name, 1.0, params)
+    unet.eval()
+    return losses, time.perf_counter() - start
+
+
+def _set_weight(unet: torch.nn.Module, name: str, weight: float, params: list[torch.nn.Parameter]) -> None:
+    """diffusers' set_adapters, then the adapter's factors made trainable again (activating an adapter
+    through peft resets requires_grad)."""
+    unet.set_adapters([name], weights=[weight])
+    for p in params:
+        p.requires_grad_(True)
