@@ -31,7 +31,8 @@ def _pretrain(args: argparse.Namespace) -> None:
 
 
 def _train_adapters(args: argparse.Namespace) -> None:
-    from lorakit.concepts import ADAPTERS_DIR, CONCEPTS, save_adapter, train_concept_adapter, write_report
+    from lorakit.adapters import save_adapter
+    from lorakit.concepts import ADAPTERS_DIR, CONCEPTS, train_concept_adapter, write_report
     from lorakit.metrics import attribute_accuracy
     from lorakit.pipeline import generate, load_pipeline
 

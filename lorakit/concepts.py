@@ -12,7 +12,7 @@ from pathlib import Path
 
 from diffusers import StableDiffusionPipeline
 
-from lorakit.adapters import add_adapter, save_adapter
+from lorakit.adapters import add_adapter
 from lorakit.data import ShapesDataset, concat_datasets, make_dataset
 from lorakit.finetune import train
 from lorakit.paths import DATA_DIR, atomic_path

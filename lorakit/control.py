@@ -28,7 +28,7 @@ from diffusers import StableDiffusionPipeline
 from peft import LoraConfig
 from tqdm.auto import tqdm
 
-from lorakit.finetune import EncodedData
+from lorakit.finetune import EncodedData, noised_batch, optimizer_step
 from lorakit.pipeline import training_scheduler
 
 
@@ -129,12 +129,7 @@ def train_control(
     start = time.perf_counter()
     unet.train()
     for step in tqdm(range(steps), desc=f"{kind} LoRA", disable=not progress):
-        idx = torch.randint(0, len(latents), (batch_size,), generator=gen)
-        eps = torch.randn(latents.latent_mean[idx].shape, generator=gen)
-        x0 = ((latents.latent_mean[idx] + latents.latent_std[idx] * eps) * scaling).to(dev)  # (B, 4, 8, 8)
-        noise = torch.randn(x0.shape, generator=gen).to(dev)
-        t = torch.randint(0, schedule.config.num_train_timesteps, (batch_size,), generator=gen).to(dev)
-        noisy = schedule.add_noise(x0, noise, t)  # (B, 4, 8, 8)
+        _, noisy, _, t = noised_batch(latents, batch_size, gen, schedule, scaling, dev)  # noisy: (B, 4, 8, 8)
         rows = which[torch.randint(0, len(targets), (batch_size,), generator=gen)]  # (B, 3)
         c, plus, minus = (emb[rows[:, k]].to(dev) for k in range(3))  # each (B, 16, 64)
         with torch.no_grad():  # the frozen model: the adapter at weight 0 adds exactly nothing
@@ -151,12 +146,7 @@ def train_control(
             goal = e_anchor - eta * (e_concept - e_anchor)
         _set_weight(unet, name, s, params)
         loss = F.mse_loss(unet(noisy, t, encoder_hidden_states=c).sample, goal)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the loss became {loss.item()} at step {step}: lower the learning rate (lr={lr})")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+        losses.append(optimizer_step(opt, loss, step, lr))
     _set_weight(unet, name, 1.0, params)
     unet.eval()
     return losses, time.perf_counter() - start

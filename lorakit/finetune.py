@@ -85,19 +85,37 @@ def denoising_loss(
     captions drop to "". Uses the cached text embeddings unless `run_text_encoder` (it is training).
     """
     dev = unet.device
-    idx = torch.randint(0, len(enc), (batch_size,), generator=gen)
-    eps = torch.randn(enc.latent_mean[idx].shape, generator=gen).to(dev)
-    latents = (enc.latent_mean[idx] + enc.latent_std[idx] * eps) * scaling_factor  # (B, 4, 8, 8)
-    noise = torch.randn(latents.shape, generator=gen).to(dev)
-    t = torch.randint(0, schedule.config.num_train_timesteps, (batch_size,), generator=gen).to(dev)
+    idx, noisy, noise, t = noised_batch(enc, batch_size, gen, schedule, scaling_factor, dev)
     drop = torch.rand(batch_size, generator=gen) < caption_dropout
     if run_text_encoder:
         ids = torch.where(drop[:, None], enc.empty_ids, enc.ids[idx])  # (B, 16)
         text = text_encoder(ids.to(dev))[0]
     else:
         text = torch.where(drop.to(dev)[:, None, None], enc.empty_text, enc.text[idx])  # (B, 16, 64)
-    noisy = schedule.add_noise(latents, noise, t)
     return F.mse_loss(unet(noisy, t, encoder_hidden_states=text).sample, noise)
+
+
+def noised_batch(
+    enc: EncodedData, batch_size: int, gen: torch.Generator, schedule: DDPMScheduler, scaling_factor: float,
+    dev: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw a batch, its latent sample, noise and timesteps from `gen`, in that order: (idx, noisy latents, noise, t)."""
+    idx = torch.randint(0, len(enc), (batch_size,), generator=gen)
+    eps = torch.randn(enc.latent_mean[idx].shape, generator=gen).to(dev)
+    latents = (enc.latent_mean[idx] + enc.latent_std[idx] * eps) * scaling_factor  # (B, 4, 8, 8)
+    noise = torch.randn(latents.shape, generator=gen).to(dev)
+    t = torch.randint(0, schedule.config.num_train_timesteps, (batch_size,), generator=gen).to(dev)
+    return idx, schedule.add_noise(latents, noise, t), noise, t
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, step: int, lr: float) -> float:
+    """Backpropagate a loss and step the optimizer; a NaN or infinite loss stops with advice instead."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"the loss became {loss.item()} at step {step}: lower the learning rate (lr={lr})")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
 
 
 def train(
@@ -163,12 +181,7 @@ def train(
             loss = loss + prior_weight * denoising_loss(
                 pipe.unet, pipe.text_encoder, prior_enc, batch_size, gen, schedule,
                 pipe.vae.config.scaling_factor, caption_dropout, run_text_encoder=bool(text_params))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the loss became {loss.item()} at step {step}: lower the learning rate (lr={lr})")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+        losses.append(optimizer_step(opt, loss, step, lr))
         if on_step is not None:
             on_step(step + 1, losses[-1])
     pipe.unet.eval()

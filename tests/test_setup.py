@@ -3,7 +3,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import tomllib
 import urllib.request
