@@ -8,12 +8,10 @@ things are drawn, not only what: attention projections act on each position alik
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from diffusers import StableDiffusionPipeline
@@ -23,6 +21,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
 
 from lorakit.formats import peft_layout
+from lorakit.paths import atomic_path
 from lorakit.pipeline import LORA_TARGETS, TEXT_LORA_TARGETS, quiet_loading
 
 CONV_TARGETS = ("conv1", "conv2")  # the 3x3 convolutions inside every UNet ResNet block
@@ -38,16 +37,20 @@ def add_adapter(
     text_encoder: bool = True,
     name: str = "default",
     seed: int = 0,
+    targets: Sequence[str] | None = None,
 ) -> StableDiffusionPipeline:
     """Add a trainable peft LoRA named `name` to the UNet's attention (+ ResNet convs) and the text encoder's.
 
     Alpha defaults to the rank (scale alpha/r = 1). `seed` fixes the random init of the A factors.
+    `targets` replaces the UNet's default target modules (e.g. only the cross-attention's to_k, to_v).
     """
     if rank < 1:
         raise ValueError(f"rank must be a positive integer, got {rank}")
     alpha = float(alpha if alpha is not None else rank)
     torch.manual_seed(seed)
-    targets = list(LORA_TARGETS) + (list(CONV_TARGETS) if conv else [])
+    if targets is None:
+        targets = list(LORA_TARGETS) + (list(CONV_TARGETS) if conv else [])
+    targets = list(targets)
     pipe.unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets),
                           adapter_name=name)
     if text_encoder:
@@ -106,22 +109,16 @@ def save_adapter(pipe: StableDiffusionPipeline, path: str | Path, name: str = "d
     """Write the adapter as one diffusers LoRA file (with its LoraConfig, so alpha survives); atomic."""
     path = Path(path)
     state = adapter_state(pipe, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
+    with atomic_path(path) as tmp:
         StableDiffusionPipeline.save_lora_weights(
-            tmp,
+            tmp.parent,
             unet_lora_layers=state["unet"],
             text_encoder_lora_layers=state.get("text_encoder"),
             unet_lora_adapter_metadata=_metadata(pipe.unet, name),
             text_encoder_lora_adapter_metadata=(_metadata(pipe.text_encoder, name) if "text_encoder" in state else None),
-            weight_name=path.name,
+            weight_name=tmp.name,
             safe_serialization=True,
         )
-        os.chmod(tmp / path.name, 0o644)  # readable like any file the user saves (safetensors writes 0600)
-        (tmp / path.name).replace(path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

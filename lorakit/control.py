@@ -25,9 +25,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
-from peft import LoraConfig
 from tqdm.auto import tqdm
 
+from lorakit.adapters import add_adapter
 from lorakit.finetune import EncodedData, noised_batch, optimizer_step
 from lorakit.pipeline import training_scheduler
 
@@ -70,9 +70,7 @@ def keep_targets(prompts: Sequence[str]) -> list[Target]:
 def add_control_adapter(pipe: StableDiffusionPipeline, rank: int = 4, targets: Sequence[str] = ALL_ATTENTION,
                         name: str = "control", seed: int = 0) -> StableDiffusionPipeline:
     """Add a peft LoRA to the UNet only (the text encoder stays frozen, so prompts mean what they meant)."""
-    torch.manual_seed(seed)
-    pipe.unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=list(targets)), adapter_name=name)
-    return pipe
+    return add_adapter(pipe, rank=rank, text_encoder=False, name=name, seed=seed, targets=targets)
 
 
 @torch.no_grad()
