@@ -3,7 +3,9 @@
 Uses Debian's Chromium (`.ci/run` installs it with apt-get; browser downloads are impossible here)
 through Playwright for Python with `executable_path`. Without Chromium or Playwright the test is
 skipped with the reason, never silently. It runs a copy of the notebook in quick mode, so the
-committed notebook is never touched.
+committed notebook is never touched. It drives JupyterLab through its command registry
+(`window.jupyterapp`, exposed for this server only) rather than menu clicks, waits for the kernel
+before running, and answers any dialog JupyterLab opens, naming it in the failure report.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ def lab(tmp_path):
                JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"))
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
            f"--ServerApp.token={token}", f"--ServerApp.root_dir={work}", "--LabApp.news_url=",
+           "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: kernel state and commands, no menu clicks
            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if hasattr(os, "getuid") and os.getuid() == 0:
         cmd.append("--allow-root")
@@ -122,14 +125,15 @@ def test_slider_redraws_the_widget_in_chromium(lab, tmp_path):
                  "--no-first-run"]  # no network here: Chromium's own background connections only fail
         browser = p.chromium.launch(executable_path=executable, args=flags)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        seen: list[str] = []  # the text of every dialog JupyterLab opened
         try:
-            after, before = _run_notebook_and_move_slider(page, base, token)
+            after, before = _run_notebook_and_move_slider(page, base, token, seen)
         except Exception as error:
             page.screenshot(path=str(tmp_path / "failure.png"))  # what the browser showed, for the report
             n_imgs = page.evaluate("document.querySelectorAll('.widget-output img').length")
             errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
             log = (tmp_path / "jupyterlab.log").read_text()[-3000:]
-            raise AssertionError(f"{error}\nwidget images shown: {n_imgs}; stderr outputs: "
+            raise AssertionError(f"{error}\ndialogs answered: {seen}\nwidget images shown: {n_imgs}; stderr outputs: "
                                  f"{errors.all_inner_texts()[:3]}\nscreenshot: {tmp_path / 'failure.png'}\n"
                                  f"JupyterLab log (end):\n{log}") from error
         shot = tmp_path / "widget.png"
@@ -140,44 +144,77 @@ def test_slider_redraws_the_widget_in_chromium(lab, tmp_path):
     assert shot.stat().st_size > 0
 
 
-def _run_notebook_and_move_slider(page, base: str, token: str) -> tuple[str, str]:
+KERNEL_READY = """() => {
+    const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+    const kernel = panel && panel.sessionContext && panel.sessionContext.session
+                   && panel.sessionContext.session.kernel;
+    return !!kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle';
+}"""
+STARTED = "[...document.querySelectorAll('.jp-InputPrompt')].some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"
+
+
+def _answer_dialogs(page, seen: list[str]) -> None:
+    """Answer any open JupyterLab dialog with its default button (for "Select Kernel": the notebook's own).
+
+    Each dialog's text goes into `seen`, so a failure report says what JupyterLab asked.
+    """
+    dialogs = page.locator(".jp-Dialog")
+    for _ in range(5):
+        if not dialogs.count():
+            return
+        seen.append(" ".join(dialogs.first.inner_text().split()))
+        accept = dialogs.first.locator("button.jp-mod-accept")
+        if accept.count():
+            accept.first.click()
+        else:
+            page.keyboard.press("Escape")
+        page.wait_for_timeout(500)
+
+
+def _wait(page, condition: str, timeout_ms: int, seen: list[str], arg=None) -> None:
+    """Wait until the JavaScript `condition` holds, answering any dialog that opens meanwhile."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        _answer_dialogs(page, seen)
+        try:
+            page.wait_for_function(condition, arg=arg, timeout=2_000)
+            return
+        except PlaywrightTimeout:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"waited {timeout_ms / 1000:.0f} s for: {condition}") from None
+
+
+def _run_notebook_and_move_slider(page, base: str, token: str, seen: list[str]) -> tuple[str, str]:
     page.goto(f"{base}/lab/tree/{NOTEBOOK.name}?token={token}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
-    started = "document.querySelector('.jp-InputPrompt') && [...document.querySelectorAll('.jp-InputPrompt')]" \
-              ".some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"
-    for _ in range(4):  # right after the page loads, "Run All" can be lost while the kernel connects: retry
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_text("Run All Cells", exact=True).click()
-        select = page.get_by_role("button", name="Select", exact=True)
-        try:  # JupyterLab may ask which kernel to start; take the notebook's own
-            select.wait_for(timeout=3_000)
-            select.click()
-        except PlaywrightTimeout:
-            pass
+    # Run All only once the notebook's kernel is connected and idle: sent while the session is still
+    # starting, JupyterLab opens "Select Kernel" and drops the request (seen on CI; reproduced here)
+    _wait(page, KERNEL_READY, 120_000, seen)
+    for _ in range(3):
+        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
         try:
-            page.wait_for_function(started, timeout=20_000)
+            _wait(page, STARTED, 20_000, seen)
             break
-        except PlaywrightTimeout:
+        except TimeoutError:
             continue
     else:
-        raise AssertionError("JupyterLab never started running the notebook after 4 clicks on Run > Run All Cells")
+        raise AssertionError("JupyterLab never started running the notebook after 3 'Run All Cells' commands")
     # the whole notebook ran (its last cell prints the time) and the kernel is idle again, so nothing
     # but the slider below can change the widgets; both widgets show an image
-    timeout = int(os.environ.get("LORAKIT_BROWSER_TIMEOUT_MS", 480_000))
-    # the printed line, not the cell's source (every cell is in the DOM)
-    page.locator(".jp-OutputArea-output", has_text="notebook time:").wait_for(timeout=timeout)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout)
-    page.wait_for_function("document.querySelectorAll('.widget-output img').length >= 2", timeout=timeout)
+    timeout = int(os.environ.get("LORAKIT_BROWSER_TIMEOUT_MS", "480000"))
+    finished = ("[...document.querySelectorAll('.jp-OutputArea-output')]"  # the printed line, not the source
+                ".some(e => e.textContent.includes('notebook time:'))")
+    _wait(page, finished, timeout, seen)
+    _wait(page, KERNEL_READY, timeout, seen)
+    _wait(page, "document.querySelectorAll('.widget-output img').length >= 2", timeout, seen)
     before = _blend_image(page)
     handle = page.locator(".noUi-handle").nth(1)  # the blend widget's t slider
     handle.scroll_into_view_if_needed()
     handle.focus()
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowRight")
-    page.wait_for_function(
-        "before => { const imgs = document.querySelectorAll('.widget-output img');"
-        " return imgs.length >= 2 && imgs[1].src !== before; }", arg=before, timeout=60_000)
+    _wait(page, "before => { const imgs = document.querySelectorAll('.widget-output img');"
+                " return imgs.length >= 2 && imgs[1].src !== before; }", 60_000, seen, arg=before)
     return _blend_image(page), before
