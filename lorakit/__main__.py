@@ -1,20 +1,55 @@
-"""Command line: `python -m lorakit train-classifier`, `... pretrain` and `... train-adapters`."""
+"""Command line: `python -m lorakit train-classifier`, `... pretrain` and `... train-adapters`.
+
+Every command writes under runs/ by default and never replaces what is there without --overwrite;
+relative paths start at the repository root, whatever the current directory. Replacing a shipped
+model in data/ takes an explicit --out data/... plus --overwrite (the old one is kept in runs/replaced/).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import fields
 from pathlib import Path
 
-from lorakit.paths import CLASSIFIER_PATH, PIPELINE_DIR
+from lorakit.paths import RUNS_DIR, repo_path
+
+
+def _int_at_least(minimum: int):
+    """An argparse type: a whole number >= minimum, or a usage error that says so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
 
 
 def _train_classifier(args: argparse.Namespace) -> None:
     from lorakit.classifier import train_classifier
 
     start = time.perf_counter()
-    _, table = train_classifier(out=args.out, steps=args.steps, seed=args.seed, device=args.device)
+    _, table = train_classifier(out=args.out, steps=args.steps, seed=args.seed, device=args.device,
+                                overwrite=args.overwrite)
     print(f"saved {args.out} in {time.perf_counter() - start:.0f} s; held-out accuracy:")
     for name, value in table.items():
         print(f"  {name:16s} {value:.4f}")
@@ -26,71 +61,68 @@ def _pretrain(args: argparse.Namespace) -> None:
     overrides = {f.name: getattr(args, f.name) for f in fields(PretrainConfig) if getattr(args, f.name, None) is not None}
     cfg = PretrainConfig(**overrides)
     start = time.perf_counter()
-    pretrain(out=args.out, config=cfg, work_dir=args.work_dir, resume=args.resume, device=args.device)
+    pretrain(out=args.out, config=cfg, work_dir=args.work_dir, resume=args.resume, device=args.device,
+             overwrite=args.overwrite)
     print(f"saved the pipeline to {args.out} in {time.perf_counter() - start:.0f} s")
 
 
 def _train_adapters(args: argparse.Namespace) -> None:
-    from lorakit.adapters import save_adapter
-    from lorakit.concepts import ADAPTERS_DIR, CONCEPTS, train_concept_adapter, write_report
-    from lorakit.metrics import attribute_accuracy
-    from lorakit.pipeline import generate, load_pipeline
+    from lorakit.concepts import train_adapters
 
-    report = {}
-    for concept in CONCEPTS:
-        start = time.perf_counter()
-        pipe = load_pipeline(device=args.device)
-        losses = train_concept_adapter(pipe, concept, steps=args.steps, seed=args.seed)
-        seconds = time.perf_counter() - start
-        prompts = [f"a {s} {concept} {shape}" if concept != "striped" else f"a {s} red {concept} {shape}"
-                   for s in ("small", "large") for shape in ("circle", "square", "triangle")]
-        images = generate(pipe, prompts, seed=500, n_per_prompt=8)
-        group = "style" if concept == "striped" else "colour"
-        accuracy = attribute_accuracy(images, [p for p in prompts for _ in range(8)])[group]
-        path = save_adapter(pipe, ADAPTERS_DIR / f"{concept}.safetensors", name=concept)
-        report[concept] = {"steps": args.steps, "seconds": round(seconds, 1), "final_loss": round(losses[-1], 4),
-                           f"{group}_accuracy": accuracy, "bytes": path.stat().st_size}
-        print(f"{concept}: {seconds:.0f} s, {group} accuracy {accuracy:.2f}, saved {path}")
-    write_report(report)
+    train_adapters(args.out, steps=args.steps, seed=args.seed, device=args.device, overwrite=args.overwrite)
+
+
+def _common(parser: argparse.ArgumentParser, out: Path, what: str) -> None:
+    parser.add_argument("--out", type=repo_path, default=out,
+                        help=f"where to write the {what} (default: {out.relative_to(RUNS_DIR.parent)}; "
+                             "relative paths start at the repository root)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace an existing {what} at --out (needed to replace the shipped one in data/, "
+                             "which is then kept in runs/replaced/)")
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of `python -m lorakit` (and the `lorakit` script)."""
-    parser = argparse.ArgumentParser(prog="python -m lorakit", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lorakit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    clf = sub.add_parser("train-classifier", help="train the attribute classifier (data/classifier.safetensors)")
-    clf.add_argument("--out", type=Path, default=CLASSIFIER_PATH)
-    clf.add_argument("--steps", type=int, default=1500)
-    clf.add_argument("--seed", type=int, default=0)
-    clf.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    clf = sub.add_parser("train-classifier", help="train the attribute classifier (shipped: data/classifier.safetensors)")
+    _common(clf, RUNS_DIR / "classifier.safetensors", "classifier file")
+    clf.add_argument("--steps", type=_positive_int, default=1500)
+    clf.add_argument("--seed", type=_non_negative_int, default=0)
     clf.set_defaults(func=_train_classifier)
 
-    pre = sub.add_parser("pretrain", help="pre-train the tiny Stable Diffusion pipeline (data/tiny-sd)")
-    pre.add_argument("--out", type=Path, default=PIPELINE_DIR)
-    pre.add_argument("--work-dir", type=Path, default=Path("runs/pretrain"), help="where checkpoints go")
+    pre = sub.add_parser("pretrain", help="pre-train the tiny Stable Diffusion pipeline (shipped: data/tiny-sd)")
+    _common(pre, RUNS_DIR / "tiny-sd", "pipeline folder")
+    pre.add_argument("--work-dir", type=repo_path, default=RUNS_DIR / "pretrain",
+                     help="where checkpoints go (default: runs/pretrain)")
     pre.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work-dir")
-    pre.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
-    pre.add_argument("--vae-steps", dest="vae_steps", type=int)
-    pre.add_argument("--steps", dest="unet_steps", type=int, help="text encoder + UNet steps")
-    pre.add_argument("--batch-size", dest="batch_size", type=int)
-    pre.add_argument("--lr", type=float)
-    pre.add_argument("--vae-lr", dest="vae_lr", type=float)
-    pre.add_argument("--n-images", dest="n_images", type=int)
-    pre.add_argument("--checkpoint-every", dest="checkpoint_every", type=int)
-    pre.add_argument("--eval-every", dest="eval_every", type=int, help="print attribute accuracy every N steps")
-    pre.add_argument("--seed", type=int)
+    pre.add_argument("--vae-steps", dest="vae_steps", type=_positive_int)
+    pre.add_argument("--steps", dest="unet_steps", type=_positive_int, help="text encoder + UNet steps")
+    pre.add_argument("--batch-size", dest="batch_size", type=_positive_int)
+    pre.add_argument("--lr", type=_positive_float)
+    pre.add_argument("--vae-lr", dest="vae_lr", type=_positive_float)
+    pre.add_argument("--n-images", dest="n_images", type=_positive_int)
+    pre.add_argument("--checkpoint-every", dest="checkpoint_every", type=_non_negative_int, help="0: no checkpoints")
+    pre.add_argument("--eval-every", dest="eval_every", type=_non_negative_int, help="print attribute accuracy every N steps")
+    pre.add_argument("--seed", type=_non_negative_int)
     pre.set_defaults(func=_pretrain)
 
-    ada = sub.add_parser("train-adapters", help="train the concept adapters notebook 05 mixes (data/adapters)")
-    ada.add_argument("--steps", type=int, default=250)
-    ada.add_argument("--seed", type=int, default=0)
-    ada.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    ada = sub.add_parser("train-adapters", help="train the concept adapters notebook 05 mixes (shipped: data/adapters)")
+    _common(ada, RUNS_DIR / "adapters", "adapters folder")
+    ada.add_argument("--steps", type=_positive_int, default=250)
+    ada.add_argument("--seed", type=_non_negative_int, default=0)
     ada.set_defaults(func=_train_adapters)
 
     args = parser.parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError, FloatingPointError,
+            IsADirectoryError, NotADirectoryError) as err:
+        parser.exit(2, f"{parser.prog} {args.command}: error: {err}\n")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -8,6 +8,7 @@ things are drawn, not only what: attention projections act on each position alik
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from pathlib import Path
@@ -18,10 +19,9 @@ from diffusers import StableDiffusionPipeline
 from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
-from safetensors.torch import load_file
 
-from lorakit.formats import peft_layout
-from lorakit.paths import atomic_path
+from lorakit.formats import LoraFileError, inspect_lora, peft_layout, read_state
+from lorakit.paths import atomic_path, check_output_folder, repo_path
 from lorakit.pipeline import LORA_TARGETS, TEXT_LORA_TARGETS, quiet_loading
 
 CONV_TARGETS = ("conv1", "conv2")  # the 3x3 convolutions inside every UNet ResNet block
@@ -44,8 +44,18 @@ def add_adapter(
     Alpha defaults to the rank (scale alpha/r = 1). `seed` fixes the random init of the A factors.
     `targets` replaces the UNet's default target modules (e.g. only the cross-attention's to_k, to_v).
     """
-    if rank < 1:
-        raise ValueError(f"rank must be a positive integer, got {rank}")
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        raise ValueError(f"rank must be a positive integer, got {rank!r}")
+    if alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha must be a finite number > 0 (the scale is alpha / rank), got {alpha!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if isinstance(targets, str):
+        raise TypeError(f"targets must be a list of module names, e.g. [{targets!r}]; got the string {targets!r}")
+    for model in (pipe.unet, pipe.text_encoder) if text_encoder else (pipe.unet,):
+        if _has_adapter(model, name):
+            raise ValueError(f"the {'UNet' if model is pipe.unet else 'text encoder'} already has an adapter named "
+                             f"{name!r}; choose another name, or load a fresh pipeline")
     alpha = float(alpha if alpha is not None else rank)
     torch.manual_seed(seed)
     if targets is None:
@@ -62,8 +72,6 @@ def add_adapter(
 def _add_text_encoder_adapter(text_encoder: torch.nn.Module, config: LoraConfig, name: str) -> None:
     """What transformers' `add_adapter` does, without its check for peft >= 0.22 (the kit pins peft 0.21.2,
     with which diffusers loads text-encoder LoRAs through transformers' `load_adapter` in the same way)."""
-    if _has_adapter(text_encoder, name):
-        raise ValueError(f"the text encoder already has an adapter named {name!r}")
     inject_adapter_in_model(config, text_encoder, adapter_name=name)
     text_encoder.peft_config = {**(getattr(text_encoder, "peft_config", None) or {}), name: config}
     text_encoder._hf_peft_config_loaded = True
@@ -78,6 +86,10 @@ def load_adapter(pipe: StableDiffusionPipeline, path: str | Path, name: str) -> 
     When a second adapter is loaded, transformers reports the first one's text-encoder weights as
     "MISSING ... newly initialized": they are only absent from the new file, and stay untouched.
     """
+    info = inspect_lora(path, pipe)  # a file that does not fit is explained before the pipeline changes
+    if info.problems:
+        raise LoraFileError(f"{Path(path).name} cannot be loaded into this pipeline ({len(info.problems)} problems): "
+                            + "; ".join(info.problems[:3]))
     with quiet_loading(), warnings.catch_warnings():
         # peft warns that a second adapter makes "multiple adapters in the model": here that is the point
         warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
@@ -130,7 +142,7 @@ def load_adapter_weights(pipe: StableDiffusionPipeline, path: str | Path, name: 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no LoRA file at {path}")
-    for part, sub in peft_layout(load_file(path)).items():
+    for part, sub in peft_layout(read_state(path)[0]).items():
         model = getattr(pipe, part)
         if not _has_adapter(model, name):
             raise KeyError(f"{path.name} holds {part} weights but the {part} has no adapter named {name!r}")
@@ -141,24 +153,34 @@ def load_adapter_weights(pipe: StableDiffusionPipeline, path: str | Path, name: 
                              f"unexpected keys such as {unexpected[:3]}")
 
 
+def is_checkpoint_folder(folder: Path) -> bool:
+    """True if a folder holds only checkpoints named step_NNNNNN.safetensors (what CheckpointSaver writes)."""
+    return all(_CHECKPOINT.fullmatch(p.name) for p in folder.iterdir())
+
+
 class CheckpointSaver:
     """An `on_step` callback for `finetune.train`: saves the adapter every `every` steps as step_NNNNNN.safetensors.
 
-    A folder holds one run's checkpoints: files named step_*.safetensors already in it (a previous
-    run's) are removed when the saver is made, so they can never be mistaken for this run's.
-    `paths` maps each saved step to its file.
+    A folder holds one run's checkpoints. The folder must be new or empty; one holding an earlier
+    run's checkpoints (and nothing else) is cleared only with `overwrite=True`, so they can never be
+    mistaken for this run's; a folder holding anything else is refused. Relative folders start at
+    the repository root. `paths` maps each saved step to its file.
     """
 
-    def __init__(self, pipe: StableDiffusionPipeline, folder: str | Path, every: int, name: str = "default") -> None:
-        if every < 1:
-            raise ValueError(f"every must be a positive number of steps, got {every}")
-        self.pipe, self.folder, self.every, self.name = pipe, Path(folder), every, name
-        for stale in list_checkpoints(self.folder).values():
-            stale.unlink()
+    def __init__(self, pipe: StableDiffusionPipeline, folder: str | Path, every: int, name: str = "default",
+                 overwrite: bool = False) -> None:
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive number of steps, got {every!r}")
+        folder = check_output_folder(repo_path(folder), is_checkpoint_folder, "checkpoint folder", overwrite)
+        self.pipe, self.folder, self.every, self.name = pipe, folder, every, name
+        self._stale = list(list_checkpoints(folder).values())  # removed when the first new one is written
         self.paths: dict[int, Path] = {}
 
     def __call__(self, step: int, loss: float) -> None:
         if step % self.every == 0:
+            for stale in self._stale:  # an earlier run's checkpoints (overwrite=True): never mixed with this run's
+                stale.unlink(missing_ok=True)
+            self._stale = []
             self.paths[step] = save_adapter(self.pipe, self.folder / f"step_{step:06d}.safetensors", self.name)
 
 

@@ -6,6 +6,8 @@ exercise does not stop the notebook.
 
 from __future__ import annotations
 
+import functools
+import traceback
 from typing import Callable
 
 import torch
@@ -19,12 +21,35 @@ def _report(ok: bool, message: str) -> bool:
     return ok
 
 
+def _never_raises(check: Callable[..., bool]) -> Callable[..., bool]:
+    """Turn anything the learner's code raises into a hint naming the error and the line it came from."""
+
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs) -> bool:
+        try:
+            return check(*args, **kwargs)
+        except NotImplementedError:
+            return _report(False, "not written yet (your code raises NotImplementedError): replace the "
+                                  "`raise NotImplementedError` with your lines")
+        except Exception as err:  # the learner's code, whatever it does, must not stop the notebook
+            frames = traceback.extract_tb(err.__traceback__)
+            where = next((f"line {f.lineno}: {f.line}" for f in reversed(frames) if "lorakit" not in f.filename), "")
+            hint = ""
+            if isinstance(err, RuntimeError) and ("shape" in str(err) or "size" in str(err)):
+                hint = " — a shape mismatch: print the shapes of x, A and B; A is (rank, in), B is (out, rank)"
+            return _report(False, f"your code raised {type(err).__name__}: {str(err)[:160]}"
+                                  + (f" ({where})" if where else "") + hint)
+
+    return wrapper
+
+
 def _fresh_pair(layer_cls: Callable[..., nn.Module]) -> tuple[nn.Linear, nn.Module]:
     torch.manual_seed(0)
     base = nn.Linear(IN, OUT)
     return base, layer_cls(base, rank=RANK, alpha=ALPHA)
 
 
+@_never_raises
 def check_lora_layer(layer_cls: Callable[..., nn.Module]) -> bool:
     """Check a learner's LoRA layer class: built as layer_cls(base, rank, alpha), with lora_A, lora_B."""
     try:
@@ -72,6 +97,7 @@ def check_lora_layer(layer_cls: Callable[..., nn.Module]) -> bool:
                           "x → A → B (first project down to rank r, then back up)")
 
 
+@_never_raises
 def check_merge(merge_fn: Callable[[nn.Linear, torch.Tensor, torch.Tensor, float], torch.Tensor]) -> bool:
     """Check a learner's merge(base, A, B, scaling) -> merged weight, (out, in)."""
     torch.manual_seed(1)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from lorakit.data import ATTRIBUTES, ShapesDataset, as_uint8, make_dataset
 from lorakit.devices import device as pick_device
-from lorakit.paths import CLASSIFIER_PATH, atomic_path
+from lorakit.paths import CLASSIFIER_PATH, atomic_path, check_output_file
 
 FEATURE_DIM = 96
 _REBUILD_HINT = "rebuild it with `python -m lorakit train-classifier` (about a minute on a laptop CPU)"
@@ -125,8 +125,19 @@ def train_classifier(
     lr: float = 2e-3,
     seed: int = 0,
     device: str | torch.device | None = None,
+    overwrite: bool = False,
 ) -> tuple[AttributeClassifier, dict[str, float]]:
-    """Train the classifier on every attribute (held-out ones too); save it atomically if `out`."""
+    """Train the classifier on every attribute (held-out ones too); save it atomically if `out`.
+
+    An existing file at `out` is replaced only with `overwrite` (checked before training starts).
+    """
+    for name, value in (("n_train", n_train), ("steps", steps), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be a positive learning rate, got {lr!r}")
+    if out is not None:
+        check_output_file(out, overwrite, "classifier file", flag="--overwrite (overwrite=True)")
     torch.manual_seed(seed)
     dev = pick_device(device)
     train = make_dataset(n_train, seed=seed + 1, include=_all_words())

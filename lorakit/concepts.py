@@ -8,14 +8,16 @@ laptop CPU). Each is a stock diffusers LoRA file (`lorakit.adapters.save_adapter
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import torch
 from diffusers import StableDiffusionPipeline
 
-from lorakit.adapters import add_adapter
+from lorakit.adapters import add_adapter, save_adapter
 from lorakit.data import ShapesDataset, concat_datasets, make_dataset
 from lorakit.finetune import train
-from lorakit.paths import DATA_DIR, atomic_path
+from lorakit.paths import DATA_DIR, atomic_folder, atomic_path, check_output_folder, swap_in
 
 ADAPTERS_DIR = DATA_DIR / "adapters"
 CONCEPTS = ("orange", "striped")  # one held-out colour, one held-out style
@@ -48,6 +50,46 @@ def train_concept_adapter(
     """
     add_adapter(pipe, rank=RANK, alpha=ALPHA, name=concept, seed=seed)
     return train(pipe, concept_data(concept), steps, lr=lr, seed=seed, progress=progress)
+
+
+def _is_adapters_folder(path: Path) -> bool:
+    return {p.name for p in path.iterdir()} <= {f"{c}.safetensors" for c in CONCEPTS} | {"training_report.json"}
+
+
+def train_adapters(out: str | Path, steps: int = 250, seed: int = 0, device: str | torch.device | None = None,
+                   overwrite: bool = False) -> dict[str, dict]:
+    """Train every concept adapter and write them, with a report, into the folder `out` (atomically).
+
+    `out` must be new or empty, or (with `overwrite`) a folder of these adapters; the folder is
+    filled beside `out` and swapped in once every adapter is written.
+    """
+    from lorakit.metrics import attribute_accuracy
+    from lorakit.pipeline import generate, load_pipeline
+
+    out = Path(out)
+    check_output_folder(out, _is_adapters_folder, "adapters folder", overwrite, flag="--overwrite (overwrite=True)")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
+    report = {}
+    with atomic_folder(out) as tmp:
+        for concept in CONCEPTS:
+            start = time.perf_counter()
+            pipe = load_pipeline(device=device)
+            losses = train_concept_adapter(pipe, concept, steps=steps, seed=seed)
+            seconds = time.perf_counter() - start
+            prompts = [f"a {s} {concept} {shape}" if concept != "striped" else f"a {s} red {concept} {shape}"
+                       for s in ("small", "large") for shape in ("circle", "square", "triangle")]
+            images = generate(pipe, prompts, seed=500, n_per_prompt=8)
+            group = "style" if concept == "striped" else "colour"
+            accuracy = attribute_accuracy(images, [p for p in prompts for _ in range(8)])[group]
+            path = save_adapter(pipe, tmp / f"{concept}.safetensors", name=concept)
+            report[concept] = {"steps": steps, "seconds": round(seconds, 1), "final_loss": round(losses[-1], 4),
+                               f"{group}_accuracy": accuracy, "bytes": path.stat().st_size}
+            print(f"{concept}: {seconds:.0f} s, {group} accuracy {accuracy:.2f}")
+        write_report(report, tmp / "training_report.json")
+        kept = swap_in(tmp, out)
+    print(f"saved {', '.join(CONCEPTS)} adapters to {out}" + (f"; the previous ones are kept at {kept}" if kept else ""))
+    return report
 
 
 def write_report(report: dict, path: Path | None = None) -> Path:

@@ -6,6 +6,7 @@ attribute values are *held out* of pre-training so that LoRA has something new t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Iterable, Sequence
 
@@ -46,6 +47,8 @@ RARE_TOKENS: tuple[str, ...] = ("sks", "zwx", "qrv")
 CAPTION_WORDS: tuple[str, ...] = ("a",) + tuple(w for ws in ATTRIBUTES.values() for w in ws) + RARE_TOKENS
 
 _RADIUS = {"small": (5.0, 7.0), "large": (10.0, 12.5)}  # circumradius in pixels, by size
+MAX_IMAGES = 200_000  # make_dataset's limit: 3 KiB of pixels per image, 0.6 GB at the limit
+_BYTES_PER_IMAGE = 3 * IMAGE_SIZE * IMAGE_SIZE
 _COLOUR_JITTER = 12  # +- per RGB channel, so samples of one colour are not all identical
 _STRIPE_PERIOD = 4  # pixels; "striped" keeps every other pair of rows
 
@@ -142,9 +145,15 @@ def render(attrs: Attributes, radius: float | None = None, rgb: Sequence[int] | 
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+def _word_list(words: Iterable[str] | None, name: str) -> list[str]:
+    if isinstance(words, str):
+        raise TypeError(f"{name} must be a list of words, e.g. {name}=[{words!r}]; got the string {words!r}")
+    return list(words or [])
+
+
 def _allowed_values(include: Iterable[str] | None, exclude: Iterable[str] | None) -> dict[str, tuple[str, ...]]:
     """Per attribute group, the values a dataset may draw (see make_dataset)."""
-    include, exclude = list(include or []), list(exclude or [])
+    include, exclude = _word_list(include, "include"), _word_list(exclude, "exclude")
     valid = {w for ws in ATTRIBUTES.values() for w in ws}
     bad = sorted(set(include + exclude) - valid)
     if bad:
@@ -207,6 +216,16 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+def _check_unit_range(lo: float, hi: float) -> None:
+    """Float images must be in [0, 1]; values well outside mean another range (e.g. the model's [-1, 1])."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError("the images contain NaN or inf values; they cannot be shown or scored")
+    if lo < -0.05 or hi > 1.05:
+        hint = (" They look like model-range images in [-1, 1]: convert them with lorakit.data.to_uint8(images)."
+                if lo >= -1.05 and hi <= 1.05 else " Pixel values in [0, 255] should be a uint8 tensor or array.")
+        raise ValueError(f"float images must be in [0, 1], these range from {lo:.3g} to {hi:.3g}.{hint}")
+
+
 def as_uint8(images) -> torch.Tensor:
     """Any image batch the kit meets -> uint8 tensor (B, 3, H, W).
 
@@ -221,6 +240,8 @@ def as_uint8(images) -> torch.Tensor:
     if isinstance(images, np.ndarray):
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"numpy images must be (B, H, W, 3), got shape {images.shape}")
+        if images.dtype != np.uint8:
+            _check_unit_range(float(images.min()), float(images.max()))
         arr = images if images.dtype == np.uint8 else np.rint(np.clip(images, 0, 1) * 255).astype(np.uint8)
         return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).contiguous()
     if isinstance(images, torch.Tensor):
@@ -228,6 +249,8 @@ def as_uint8(images) -> torch.Tensor:
             raise ValueError(f"image tensors must be (B, 3, H, W), got shape {tuple(images.shape)}")
         if images.dtype == torch.uint8:
             return images.cpu()
+        if images.numel():
+            _check_unit_range(float(images.min()), float(images.max()))
         return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
     raise TypeError(f"cannot read images of type {type(images).__name__}; pass a tensor, numpy array or list of PIL images")
 
@@ -247,8 +270,12 @@ def make_dataset(
     The size word is written in a caption with probability ``size_word_prob``, so a model also
     learns the spread of sizes for prompts that do not name one.
     """
-    if not isinstance(n, (int, np.integer)) or n <= 0:
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
         raise ValueError(f"n must be a positive integer number of images, got {n!r}")
+    if n > MAX_IMAGES:
+        raise ValueError(f"n={n:,} images would need {n * _BYTES_PER_IMAGE / 1e9:.1f} GB of memory "
+                         f"({_BYTES_PER_IMAGE // 1024} KiB each); the limit is {MAX_IMAGES:,} "
+                         f"({MAX_IMAGES * _BYTES_PER_IMAGE / 1e9:.1f} GB). Draw fewer, or several datasets with other seeds")
     if not 0.0 <= size_word_prob <= 1.0:
         raise ValueError(f"size_word_prob is a probability in [0, 1], got {size_word_prob}")
     allowed = _allowed_values(include, exclude)
@@ -321,13 +348,17 @@ def few_shot_instance(
     Colour, shape, size and position are fixed; like repeated photos of one object, each image
     differs only by a pixel of jitter in position and a little in shade.
     """
-    if n <= 0:
-        raise ValueError(f"n must be a positive number of images, got {n}")
+    if not isinstance(n, (int, np.integer)) or n <= 0 or n > MAX_IMAGES:
+        raise ValueError(f"n must be a number of images from 1 to {MAX_IMAGES:,}, got {n!r}")
     if token not in RARE_TOKENS:
         raise ValueError(f"token {token!r} is not one of the tokenizer's rare tokens {list(RARE_TOKENS)}")
     _allowed_values([colour, shape, size], None)  # validates the words
-    rng = np.random.default_rng(seed)
     radius = float(np.mean(_RADIUS[size]))
+    lo, hi = radius + 2.0, IMAGE_SIZE - radius - 2.0  # the object, with its 1-pixel jitter, stays whole
+    if len(position) != 2 or not all(lo <= float(v) <= hi for v in position):
+        raise ValueError(f"position {tuple(position)} would put a {size} {shape} (radius {radius:.1f} px) partly or "
+                         f"wholly outside the {IMAGE_SIZE}x{IMAGE_SIZE} image; give x and y in [{lo:.1f}, {hi:.1f}] pixels")
+    rng = np.random.default_rng(seed)
     images, captions, attributes = [], [], []
     for _ in range(n):
         dx, dy = rng.uniform(-1.0, 1.0, size=2)

@@ -8,6 +8,7 @@ prompt); `early_stopping_step` picks a checkpoint from a validation signal.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,15 +49,23 @@ def train_dreambooth(
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 25,
+    overwrite: bool = False,
     progress: bool = False,
 ) -> Run:
     """Add a LoRA to `pipe` (UNet attention + ResNet convs + text encoder) and train it on the instance images.
 
-    With `checkpoint_dir`, the adapter is saved at step 0 and every `checkpoint_every` steps
-    (earlier checkpoints in that folder are removed first: see `lorakit.adapters.CheckpointSaver`).
+    With `checkpoint_dir`, the adapter is saved at step 0 and every `checkpoint_every` steps; a
+    folder holding an earlier run's checkpoints is replaced only with `overwrite=True` (see
+    `lorakit.adapters.CheckpointSaver`). Every argument is checked before the pipeline changes.
     """
+    if not isinstance(steps, int) or steps < 1 or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be whole numbers >= 1, got steps={steps!r}, batch_size={batch_size!r}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive learning rate, got {lr!r}")
+    saver = None
+    if checkpoint_dir is not None:  # checked (and refused) before the adapter is added
+        saver = CheckpointSaver(pipe, checkpoint_dir, checkpoint_every, overwrite=overwrite)
     add_adapter(pipe, rank=rank, dropout=dropout, conv=conv, seed=seed)
-    saver = CheckpointSaver(pipe, checkpoint_dir, checkpoint_every) if checkpoint_dir is not None else None
     if saver is not None:
         saver(0, float("nan"))  # the starting point: the base model's behaviour
     start = time.perf_counter()

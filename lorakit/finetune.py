@@ -8,6 +8,7 @@ encoder is frozen.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from lorakit.data import ShapesDataset, augmented, to_model_range
-from lorakit.lora import add_lora
+from lorakit.lora import add_lora, lora_layers, merged_lora_names, peft_lora_names, remove_lora
 from lorakit.memory import TrainingBytes, training_bytes
 from lorakit.pipeline import DEFAULT_STEPS, LORA_TARGETS, TEXT_LORA_TARGETS, generate, training_scheduler
 
@@ -118,6 +119,15 @@ def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, step: int, lr
     return loss.item()
 
 
+def check_training_args(steps: int, lr: float | None, batch_size: int = 1) -> None:
+    """Raise a clear ValueError for a step count, learning rate or batch size no training can use."""
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive, finite learning rate, got {lr!r}")
+
+
 def train(
     pipe: StableDiffusionPipeline,
     data: ShapesDataset | EncodedData,
@@ -153,19 +163,26 @@ def train(
       meant (diffusers' train_dreambooth_lora.py: --with_prior_preservation, prior_loss_weight 1).
     - `augment`: train on every flipped and shifted view of the images (`lorakit.data.augmented`).
     """
+    check_training_args(steps=steps, lr=lr, batch_size=batch_size)
+    if not 0.0 <= caption_dropout < 1.0:
+        raise ValueError(f"caption_dropout is a share of samples in [0, 1), got {caption_dropout!r}")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    merged = merged_lora_names(pipe.unet) + merged_lora_names(pipe.text_encoder)
+    if merged:
+        raise ValueError(f"{len(merged)} LoRA layers are merged into their base weights (e.g. {merged[0]}): a merged "
+                         "adapter no longer trains; unmerge it first (lorakit.lora.unmerge_lora, or pipe.unfuse_lora())")
     text_params = [p for p in pipe.text_encoder.parameters() if p.requires_grad]
     params = [p for p in pipe.unet.parameters() if p.requires_grad] + text_params
     if not params:
         raise ValueError("nothing to train: add a LoRA (lorakit.lora.add_lora or unet.add_adapter), "
                          "or unfreeze the UNet for full fine-tuning (pipe.unet.requires_grad_(True))")
-    if steps <= 0:
-        raise ValueError(f"steps must be positive, got {steps}")
     if augment:
         if isinstance(data, EncodedData):
             raise ValueError("augment=True needs images (a ShapesDataset), not already encoded data")
         data = augmented(data)
-    if prior_weight < 0:
-        raise ValueError(f"prior_weight must be >= 0, got {prior_weight}")
+    if not (math.isfinite(prior_weight) and prior_weight >= 0):
+        raise ValueError(f"prior_weight must be >= 0, got {prior_weight!r}")
     enc = data if isinstance(data, EncodedData) else encode_data(pipe, data)
     prior_enc = prior if prior is None or isinstance(prior, EncodedData) else encode_data(pipe, prior)
     schedule = training_scheduler()
@@ -240,11 +257,30 @@ def finetune(
 
     if method not in ("lora", "full"):
         raise ValueError(f"method must be 'lora' or 'full', got {method!r}")
+    check_training_args(steps=steps, lr=lr)
+    if method == "lora" and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
+        raise ValueError(f"rank must be a whole number >= 1, got {rank!r}")
+    if alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha must be > 0 (the scale is alpha / rank; leave it None for alpha = rank), got {alpha!r}")
+    if not isinstance(eval_every, int) or eval_every < 0 or not isinstance(n_eval, int) or n_eval < 1:
+        raise ValueError(f"eval_every must be >= 0 and n_eval >= 1, got eval_every={eval_every!r}, n_eval={n_eval!r}")
+    for name, prompts in (("concept_prompts", concept_prompts), ("base_prompts", base_prompts)):
+        if isinstance(prompts, str):
+            raise TypeError(f"{name} must be a list of prompts; got the string {prompts!r} (write [{prompts!r}])")
+    already = [n for part in (pipe.unet, pipe.text_encoder) for n in list(lora_layers(part)) + peft_lora_names(part)]
+    if already:
+        raise ValueError(f"the pipeline already has LoRA layers (e.g. {already[0]}), from an earlier finetune or "
+                         "add_adapter: load a fresh pipeline (lorakit.load_pipeline()) for each run")
     torch.manual_seed(seed)
     if method == "lora":
-        add_lora(pipe.unet, LORA_TARGETS, rank=rank, alpha=alpha or rank)
+        alpha = alpha if alpha is not None else rank
+        add_lora(pipe.unet, LORA_TARGETS, rank=rank, alpha=alpha)
         if text_encoder:
-            add_lora(pipe.text_encoder, TEXT_LORA_TARGETS, rank=rank, alpha=alpha or rank)
+            try:
+                add_lora(pipe.text_encoder, TEXT_LORA_TARGETS, rank=rank, alpha=alpha)
+            except (ValueError, TypeError):
+                remove_lora(pipe.unet)  # leave the pipeline as it came
+                raise
     else:
         pipe.unet.requires_grad_(True)
         pipe.text_encoder.requires_grad_(text_encoder)

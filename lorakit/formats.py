@@ -17,6 +17,7 @@ converter; only the writing side is written here.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,9 +65,8 @@ class LoraInfo:
 
     @property
     def targets(self) -> list[str]:
-        """The kinds of base layers adapted (the modules' last names, e.g. "to_q", "q_proj")."""
-        return sorted({m.rsplit(".", 1)[-1] if not m.endswith(".0") else m.rsplit(".", 2)[-2] + ".0"
-                       for m in self.ranks})
+        """The kinds of base layers adapted, named as peft's target_modules would ("to_q", "to_out.0", "ff.net.2")."""
+        return sorted({target_name(m) for m in self.ranks})
 
     def report(self) -> str:
         """A short human-readable summary."""
@@ -77,6 +77,19 @@ class LoraInfo:
                  f"({self.alpha_from}), scale {sorted(set(round(s, 4) for s in self.scales.values()))}"]
         lines += [f"  PROBLEM: {p}" for p in self.problems]
         return "\n".join(lines)
+
+
+_GENERIC = {"proj", "conv", "net"}  # module names that say nothing without their parent
+
+
+def target_name(module: str) -> str:
+    """The shortest dotted suffix of a module path that names a kind of layer: "...attn1.to_out.0" -> "to_out.0",
+    "...ff.net.0.proj" -> "ff.net.0.proj", "...resnets.0.conv1" -> "conv1"."""
+    parts = module.split(".")
+    i = len(parts) - 1
+    while i > 0 and (parts[i].isdigit() or parts[i] in _GENERIC):
+        i -= 1
+    return ".".join(parts[i:])
 
 
 def _split(key: str) -> tuple[str, str, str]:
@@ -153,7 +166,12 @@ def from_kohya(kohya_state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, tor
     """
     if not any(k.startswith(_KOHYA_PREFIXES) for k in kohya_state_dict):
         raise LoraFileError("not a kohya LoRA: no key starts with 'lora_unet_' or 'lora_te_'")
-    state, network_alphas = StableDiffusionPipeline.lora_state_dict(dict(kohya_state_dict))
+    _check_kohya_keys(kohya_state_dict)
+    try:
+        state, network_alphas = StableDiffusionPipeline.lora_state_dict(dict(kohya_state_dict))
+    except Exception as err:  # diffusers' converter raises many kinds of errors on keys it does not know
+        raise LoraFileError(f"diffusers cannot convert these kohya keys ({type(err).__name__}: {str(err)[:200]}); "
+                            "is it a LoRA for an SD 1.x model?") from err
     peft_state, alphas = {}, {}
     for key, value in state.items():
         part, module, which = _split(key)
@@ -168,23 +186,113 @@ def from_kohya(kohya_state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, tor
     return peft_state, alphas
 
 
+_KOHYA_ENDINGS = (".lora_down.weight", ".lora_up.weight", ".alpha")
+
+
+def _check_kohya_keys(state: dict[str, torch.Tensor]) -> None:
+    """Every kohya layer has a down and an up factor of matching rank, and at most a scalar alpha."""
+    layers: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        ending = next((e for e in _KOHYA_ENDINGS if key.endswith(e)), None)
+        if ending is None or not key.startswith(_KOHYA_PREFIXES):
+            raise LoraFileError(f"key {key!r} is not a kohya LoRA key (expected 'lora_unet_...' or 'lora_te_...' "
+                                f"ending in {', '.join(_KOHYA_ENDINGS)})")
+        layers.setdefault(key[: -len(ending)], {})[ending] = value
+    for stem, parts in layers.items():
+        down, up, alpha = parts.get(".lora_down.weight"), parts.get(".lora_up.weight"), parts.get(".alpha")
+        if down is None or up is None:
+            raise LoraFileError(f"{stem}: only one factor (lora_down or lora_up missing); the file is incomplete")
+        if down.ndim not in (2, 4) or up.ndim != down.ndim or down.shape[0] != up.shape[1] or down.shape[0] < 1:
+            raise LoraFileError(f"{stem}: lora_down {tuple(down.shape)} and lora_up {tuple(up.shape)} do not make a "
+                                "LoRA (expected down (r, in[, kh, kw]) and up (out, r[, 1, 1]))")
+        if alpha is not None and alpha.numel() != 1:
+            raise LoraFileError(f"{stem}.alpha holds {alpha.numel()} numbers; alpha is one number per layer")
+
+
 def _model_name(part: str, module: str) -> str:
     """Module names as the installed models spell them: transformers 5's CLIPTextModel has no "text_model."."""
     return module.removeprefix("text_model.") if part == "text_encoder" else module
 
 
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+_PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
+_FOLDER_FILES = ("pytorch_lora_weights.safetensors", "adapter_model.safetensors")  # diffusers, peft
+
+
+def _lora_file(path: Path) -> Path:
+    """The LoRA file itself: `path`, or the one a diffusers (save_lora_weights) or peft (save_pretrained) folder holds."""
+    if path.is_dir():
+        for name in _FOLDER_FILES:
+            if (path / name).is_file():
+                return path / name
+        found = sorted(path.glob("*.safetensors"))
+        if len(found) == 1:
+            return found[0]
+        raise LoraFileError(f"the folder {path} holds {'no' if not found else len(found)} .safetensors files "
+                            f"({', '.join(p.name for p in found[:4])}); expected one of {list(_FOLDER_FILES)}, "
+                            "or give the file's path")
     if not path.is_file():
         raise FileNotFoundError(f"no LoRA file at {path}")
+    return path
+
+
+def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors LoRA file (or folder); pickles are refused, never unpickled."""
+    path = _lora_file(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or path.suffix in _PICKLE_SUFFIXES:
+        raise LoraFileError(
+            f"{path.name} is a pickle (a PyTorch .ckpt/.bin/.pt file), which lorakit does not unpickle: loading a "
+            "pickle can run any code inside it. Ask for the .safetensors version of this LoRA, or convert it "
+            "yourself with a tool you trust (torch.load on a file you made, then safetensors.torch.save_file)")
     try:
         with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as err:
+            state, metadata = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception as err:  # safetensors' own errors vary by what is broken; all mean the same here
         raise LoraFileError(f"{path} is not a readable safetensors file (truncated or corrupted?): {err}") from err
+    if state and all(k.startswith("base_model.model.") for k in state):
+        return _from_peft_file(state, path)
+    return state, metadata
+
+
+def _from_peft_file(state: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A peft adapter_model.safetensors (keys "base_model.model.<module>.lora_A.weight") as diffusers keys + metadata.
+
+    The component is told by the module names (CLIP's layers live in "encoder.layers"); alpha comes
+    from the adapter_config.json beside the file, as peft saves it.
+    """
+    parts = {}
+    for key in state:
+        module = key.removeprefix("base_model.model.")
+        parts[key] = "text_encoder" if module.startswith(("text_model.", "encoder.layers.")) else "unet"
+    if len(set(parts.values())) > 1:
+        raise LoraFileError(f"{path.name} mixes UNet and text-encoder layers under peft's base_model.model. prefix; "
+                            "save each component's adapter separately")
+    part = next(iter(parts.values()))
+    converted = {f"{part}.{k.removeprefix('base_model.model.')}": v for k, v in state.items()}
+    config = path.parent / "adapter_config.json"
+    metadata = {}
+    if config.is_file():
+        try:
+            cfg = json.loads(config.read_text())
+            metadata["lora_adapter_metadata"] = json.dumps(
+                {f"{part}.lora_alpha": cfg["lora_alpha"], f"{part}.alpha_pattern": cfg.get("alpha_pattern") or {}})
+        except (ValueError, KeyError, TypeError) as err:
+            raise LoraFileError(f"{config} is not a readable peft adapter config ({err}); fix or remove it "
+                                "(without it alpha = rank is assumed)") from err
+    return converted, metadata
 
 
 def _detect(state: dict[str, torch.Tensor], path: Path) -> str:
     keys = list(state)
+    lycoris = [k for k in keys if any(t in k for t in ("hada_", "lokr_", ".oft_", "dora_scale"))]
+    if lycoris:
+        raise LoraFileError(f"{path.name} is a LyCORIS network (keys such as {lycoris[:2]}: LoHa, LoKr, OFT or DoRA), "
+                            "not a LoRA; lorakit reads LoRA and LoCon files")
+    not_float = [k for k, v in state.items() if not v.is_floating_point()]
+    if not_float:
+        raise LoraFileError(f"{path.name}: {len(not_float)} tensors are not floating point (e.g. {not_float[0]} is "
+                            f"{state[not_float[0]].dtype}); a LoRA file holds float weights")
     if keys and all(k.startswith(_KOHYA_PREFIXES) for k in keys):
         return "kohya"
     if keys and all(k.startswith(tuple(p + "." for p in _PARTS)) and "lora" in k for k in keys):
@@ -211,27 +319,61 @@ def _metadata_alphas(metadata: dict[str, str], modules: list[str]) -> dict[str, 
 def _diffusers_alphas(metadata: dict[str, str], factors: dict[str, dict[str, torch.Tensor]]) -> tuple[dict[str, float], str]:
     try:
         found = _metadata_alphas(metadata, list(factors))
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         found = None
     if found is not None:
         return found, "file metadata"
     return {m: float(f["A"].shape[0]) for m, f in factors.items()}, "missing: alpha = rank assumed"
 
 
-def load_lora(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a LoRA file of either format; returns a kohya-layout dict that `pipe.load_lora_weights` takes.
+def _parse(path: Path) -> tuple[str, dict[str, dict[str, torch.Tensor]], dict[str, float], str]:
+    """(format, factors per "unet.<module>", alpha per module, where alpha came from) of any LoRA file layout."""
+    state, metadata = read_state(path)
+    fmt = _detect(state, path)
+    if fmt == "kohya":
+        peft_state, alphas = from_kohya(state)
+        factors = _factors(peft_state)
+        alpha_from = ".alpha keys" if alphas else "missing: alpha = rank assumed"
+        alphas = {m: alphas.get(m, float(f["A"].shape[0])) for m, f in factors.items()}
+    else:
+        factors = _factors(state)
+        for module, f in factors.items():
+            if (f["A"].ndim not in (2, 4) or f["B"].ndim != f["A"].ndim or f["A"].shape[0] != f["B"].shape[1]
+                    or f["A"].shape[0] < 1):
+                raise LoraFileError(f"{module}: A {tuple(f['A'].shape)} and B {tuple(f['B'].shape)} do not make a "
+                                    "LoRA (expected A (r, in[, kh, kw]) and B (out, r[, 1, 1]))")
+        alphas, alpha_from = _diffusers_alphas(metadata, factors)
+    return fmt, factors, alphas, alpha_from
+
+
+def _value_problems(factors: dict[str, dict[str, torch.Tensor]], alphas: dict[str, float]) -> list[str]:
+    """Weights that are NaN or infinite, and alphas that are not finite and positive."""
+    problems = [f"{m}: the {'A' if not torch.isfinite(f['A']).all() else 'B'} factor holds NaN or inf values "
+                "(the training diverged?); it would draw black or noise images"
+                for m, f in factors.items() if not (torch.isfinite(f["A"]).all() and torch.isfinite(f["B"]).all())]
+    problems += [f"{m}: alpha is {a} (it must be a finite number > 0; the scale is alpha / rank)"
+                 for m, a in alphas.items() if not (math.isfinite(a) and a > 0)]
+    return problems
+
+
+def load_lora(path: str | Path, pipe: StableDiffusionPipeline | None = None) -> dict[str, torch.Tensor]:
+    """Read a LoRA file (kohya, diffusers, peft; or a folder holding one); returns a kohya-layout dict.
 
     The kohya layout is returned because it is the one dict layout in which stock diffusers reads
     alpha from the dict itself, so `pipe.load_lora_weights(load_lora(path))` reproduces the adapter,
-    alpha != rank included. A diffusers file's alpha comes from its metadata. Never writes anything.
+    alpha != rank included. A diffusers file's alpha comes from its metadata, a peft file's from the
+    adapter_config.json beside it. NaN weights or alphas raise LoraFileError; so does, with `pipe`,
+    any layer that does not fit it (the first mismatches with expected and found shapes).
+    Never writes anything.
     """
     path = Path(path)
-    state, metadata = _read(path)
-    if _detect(state, path) == "kohya":
-        return state
-    factors = _factors(state)
-    alphas, _ = _diffusers_alphas(metadata, factors)
-    return to_kohya(state, alphas)
+    fmt, factors, alphas, _ = _parse(path)
+    problems = _value_problems(factors, alphas) + (_fit_problems(factors, pipe) if pipe is not None else [])
+    if problems:
+        raise LoraFileError(f"{path.name} cannot be used ({len(problems)} problems): " + "; ".join(problems[:3]))
+    if fmt == "kohya":
+        return read_state(path)[0]
+    return to_kohya({f"{m}.lora_{ab}.weight": f[ab] for m, f in factors.items() for ab in "AB"}, alphas)
 
 
 def save_lora(state_dict: dict[str, torch.Tensor], path: str | Path, format: str = "diffusers",
@@ -244,6 +386,8 @@ def save_lora(state_dict: dict[str, torch.Tensor], path: str | Path, format: str
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if not isinstance(state_dict, dict) or not state_dict:
+        raise ValueError("state_dict must be a non-empty dict of LoRA tensors (e.g. from lorakit.adapters.adapter_state)")
     path = Path(path)
     if any(k.startswith(_KOHYA_PREFIXES) for k in state_dict):  # kohya in
         peft_state, alphas = from_kohya(state_dict)
@@ -252,8 +396,24 @@ def save_lora(state_dict: dict[str, torch.Tensor], path: str | Path, format: str
             raise ValueError("this state dict has no alpha: pass alpha= (the LoRA's scale is alpha / rank); "
                              "without it every loader assumes alpha = rank")
         peft_state = state_dict
-        alphas = alpha if isinstance(alpha, dict) else {m: float(alpha) for m in _factors(state_dict)}
+        modules = _factors(state_dict)
+        if isinstance(alpha, dict):
+            missing = sorted(set(modules) - set(alpha))
+            if missing:
+                raise ValueError(f"alpha has no value for {len(missing)} modules (e.g. {missing[0]}); give one per module")
+            alphas = {m: alpha[m] for m in modules}
+        else:
+            alphas = {m: alpha for m in modules}
+        bad = {m: a for m, a in alphas.items() if not (isinstance(a, (int, float)) and math.isfinite(a) and a > 0)}
+        if bad:
+            m, a = next(iter(bad.items()))
+            raise ValueError(f"alpha must be a finite number > 0 (the LoRA's scale is alpha / rank), got {a!r} "
+                             f"for {m}; nothing was written")
+        alphas = {m: float(a) for m, a in alphas.items()}
     factors = _factors(peft_state)
+    problems = _value_problems(factors, alphas)
+    if problems:
+        raise ValueError(f"refusing to write {path.name}: " + "; ".join(problems[:3]))
     if format == "kohya":
         with atomic_path(path) as tmp:
             save_file(to_kohya(peft_state, alphas), str(tmp), metadata={"ss_network_module": "networks.lora"})
@@ -280,23 +440,24 @@ def save_lora(state_dict: dict[str, torch.Tensor], path: str | Path, format: str
 
 
 def inspect_lora(path: str | Path, pipe: StableDiffusionPipeline | None = None) -> LoraInfo:
-    """Rank, alpha and scale per module, targets, parameters and size; with `pipe`, what does not fit it."""
+    """Rank, alpha and scale per module, targets, parameters and size; problems: NaN values, and with `pipe`, what does not fit it.
+
+    Reads only: the pipeline is never changed.
+    """
     path = Path(path)
-    state, metadata = _read(path)
-    fmt = _detect(state, path)
-    if fmt == "kohya":
-        peft_state, alphas = from_kohya(state)
-        factors = _factors(peft_state)
-        alpha_from = ".alpha keys" if alphas else "missing: alpha = rank assumed"
-        alphas = {m: alphas.get(m, float(f["A"].shape[0])) for m, f in factors.items()}
-    else:
-        factors = _factors(state)
-        alphas, alpha_from = _diffusers_alphas(metadata, factors)
-    info = LoraInfo(path, fmt, {m: int(f["A"].shape[0]) for m, f in factors.items()}, alphas,
-                    sum(v.numel() for f in factors.values() for v in f.values()), path.stat().st_size, alpha_from)
-    if pipe is not None:
-        info.problems = _fit_problems(factors, pipe)
+    fmt, factors, alphas, alpha_from = _parse(path)
+    info = LoraInfo(_lora_file(path), fmt, {m: int(f["A"].shape[0]) for m, f in factors.items()}, alphas,
+                    sum(v.numel() for f in factors.values() for v in f.values()), _lora_file(path).stat().st_size,
+                    alpha_from)
+    info.problems = _value_problems(factors, alphas) + (_fit_problems(factors, pipe) if pipe is not None else [])
     return info
+
+
+def _expected_shapes(layer: torch.nn.Module, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The A and B shapes a rank-r LoRA on this layer has: Linear (r, in), (out, r); Conv2d (r, in, kh, kw), (out, r, 1, 1)."""
+    if isinstance(layer, torch.nn.Conv2d):
+        return (rank, layer.in_channels, *layer.kernel_size), (layer.out_channels, rank, 1, 1)
+    return (rank, layer.in_features), (layer.out_features, rank)
 
 
 def _fit_problems(factors: dict[str, dict[str, torch.Tensor]], pipe: StableDiffusionPipeline) -> list[str]:
@@ -308,20 +469,24 @@ def _fit_problems(factors: dict[str, dict[str, torch.Tensor]], pipe: StableDiffu
         if layer is None:
             problems.append(f"{module}: no such layer in the pipeline's {part} (is this LoRA for another model?)")
             continue
-        base = getattr(layer, "base_layer", layer)
-        expected = ((f["A"].shape[0], base.in_features), (base.out_features, f["A"].shape[0]))
+        expected = _expected_shapes(layer, f["A"].shape[0])
         found = (tuple(f["A"].shape), tuple(f["B"].shape))
+        if isinstance(layer, torch.nn.Linear):  # kohya may store a Linear's factors as 1x1 convolutions
+            found = tuple(shape[:2] if shape[2:] == (1, 1) else shape for shape in found)
         if found != expected:
-            problems.append(f"{module}: shape mismatch, expected A {expected[0]} and B {expected[1]}, found A {found[0]} and B {found[1]}")
+            problems.append(f"{module}: shape mismatch, expected A {expected[0]} and B {expected[1]}, "
+                            f"found A {found[0]} and B {found[1]}")
     return problems
 
 
 def _find(model: torch.nn.Module, name: str) -> torch.nn.Module | None:
+    """The base layer (Linear or Conv2d) a LoRA module name points at, or None."""
     for candidate in (name, name.removeprefix("text_model.")):  # transformers 5's CLIPTextModel has no text_model
         try:
             layer = model.get_submodule(candidate)
         except AttributeError:
             continue
-        if hasattr(getattr(layer, "base_layer", layer), "in_features"):
+        layer = getattr(layer, "base_layer", layer)
+        if isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d)):
             return layer
     return None

@@ -26,8 +26,8 @@ def _check_rank_alpha(rank: int, alpha: float, in_features: int, out_features: i
             f"rank must satisfy 1 <= rank <= min(in_features, out_features) = {min(in_features, out_features)} "
             f"for a {in_features}->{out_features} layer, got {rank}; a larger rank cannot add expressiveness"
         )
-    if not alpha > 0:
-        raise ValueError(f"alpha must be > 0 (the adapter's scale is alpha / rank), got {alpha}")
+    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha must be a finite number > 0 (the adapter's scale is alpha / rank), got {alpha!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
@@ -64,6 +64,7 @@ class LoRALinear(nn.Module):
             raise ValueError(f"init must be 'kaiming' or 'gaussian', got {init!r}")
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
+        self._merged_delta: torch.Tensor | None = None  # exactly what merge() added to W
 
     @property
     def in_features(self) -> int:
@@ -88,14 +89,19 @@ class LoRALinear(nn.Module):
     def merge(self) -> None:
         """W <- W + s·BA: inference then costs exactly what the base layer costs."""
         if not self.merged:
-            self.base.weight += self.delta_weight().to(self.base.weight.dtype)
+            self._merged_delta = self.delta_weight().to(self.base.weight.dtype)
+            self.base.weight += self._merged_delta
             self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """W <- W - s·BA: back to the frozen base weight (up to float rounding)."""
+        """W <- W - s·BA: back to the frozen base weight (up to float rounding).
+
+        Subtracts the update that merge() added, even if A, B or the scale changed since.
+        """
         if self.merged:
-            self.base.weight -= self.delta_weight().to(self.base.weight.dtype)
+            self.base.weight -= self._merged_delta
+            self._merged_delta = None
             self.merged = False
 
     def extra_repr(self) -> str:
@@ -112,6 +118,14 @@ def _matches(name: str, target: str) -> bool:
     return name == target or name.endswith("." + target)
 
 
+def _names_list(value: Iterable[str] | str, what: str, example: str) -> list[str]:
+    """A list of names from a list/tuple; a lone string is refused (it would be read letter by letter)."""
+    if isinstance(value, str):
+        raise TypeError(f"{what} must be a list of names, e.g. {example}; got the string {value!r} "
+                        f"(write [{value!r}] for one name)")
+    return list(value)
+
+
 def add_lora(
     model: nn.Module,
     target_modules: Iterable[str],
@@ -124,30 +138,59 @@ def add_lora(
     """Wrap every nn.Linear whose name ends with a target in a LoRALinear; freeze everything else.
 
     Returns the names of the wrapped modules. A target that matches no Linear raises an error that
-    lists the valid names.
+    lists the valid names. Adapters added by an earlier call stay trainable; a target that is
+    already a LoRA layer is refused. Everything is checked before the model changes.
     """
-    targets = list(target_modules)
+    targets = _names_list(target_modules, "target_modules", "['to_q', 'to_v']")
     if not targets:
         raise ValueError("target_modules is empty; name at least one Linear module, e.g. ['to_q', 'to_v']")
-    names = linear_names(model)
+    if init not in ("kaiming", "gaussian"):
+        raise ValueError(f"init must be 'kaiming' or 'gaussian', got {init!r}")
+    peft = peft_lora_names(model)
+    if peft:
+        raise ValueError(f"the model already has peft LoRA layers (e.g. {peft[0]}); add lorakit's LoRA to a fresh "
+                         "model, or keep using peft (model.add_adapter) for this one")
+    existing = lora_layers(model)
+    inside = tuple(f"{n}." for n in existing)
+    names = [n for n in linear_names(model) if not n.startswith(inside)]  # not the base Linear of a LoRA layer
+    again = sorted(n for n in existing if any(_matches(n, t) for t in targets))
+    if again:
+        raise ValueError(f"{len(again)} target layer(s) already have LoRA (e.g. {again[:2]}): a layer takes one "
+                         "adapter here; call remove_lora(model) first, or load a fresh model")
     unknown = [t for t in targets if not any(_matches(n, t) for n in names)]
     if unknown:
         suffixes = sorted({n.rsplit(".", 1)[-1] for n in names} | {".".join(n.rsplit(".", 2)[-2:]) for n in names if "." in n})
         raise ValueError(f"target module(s) {unknown} match no nn.Linear in the model; valid names end with one of: {suffixes}")
+    chosen = [n for n in names if any(_matches(n, t) for t in targets)]
+    for name in chosen:  # every layer's rank and alpha checked before the first one is wrapped
+        layer = model.get_submodule(name)
+        _check_rank_alpha(rank, alpha, layer.in_features, layer.out_features, dropout)
     model.requires_grad_(False)
-    wrapped = []
-    for name in names:
-        if any(_matches(name, t) for t in targets):
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha, dropout, rslora, init))
-            wrapped.append(name)
-    return wrapped
+    for layer in existing.values():  # an earlier call's adapters keep training
+        layer.lora_A.requires_grad_(True)
+        layer.lora_B.requires_grad_(True)
+    for name in chosen:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha, dropout, rslora, init))
+    return chosen
 
 
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     """Every LoRALinear in a model, by the name of the module it replaced."""
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def peft_lora_names(model: nn.Module) -> list[str]:
+    """Names of the layers peft's LoRA wraps in a model (they keep their factors in a ModuleDict per adapter)."""
+    return [name for name, m in model.named_modules() if isinstance(getattr(m, "lora_A", None), nn.ModuleDict)]
+
+
+def merged_lora_names(model: nn.Module) -> list[str]:
+    """Names of LoRA layers, lorakit's or peft's, whose update is merged into W (they no longer train)."""
+    return [name for name, m in model.named_modules()
+            if (isinstance(m, LoRALinear) or isinstance(getattr(m, "lora_A", None), nn.ModuleDict))
+            and bool(getattr(m, "merged", False))]
 
 
 def _require_lora(model: nn.Module) -> dict[str, LoRALinear]:
@@ -179,9 +222,13 @@ def unmerge_lora(model: nn.Module) -> None:
 
 def set_lora_scale(model: nn.Module, scale: float) -> None:
     """Multiply every adapter's update by `scale` (0 = base model, 1 = as trained); unmerged layers only."""
-    for name, layer in _require_lora(model).items():
-        if layer.merged:
-            raise RuntimeError(f"{name} is merged; unmerge_lora(model) before changing the scale")
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+        raise ValueError(f"scale must be a finite number (0 = base model, 1 = as trained), got {scale!r}")
+    layers = _require_lora(model)
+    merged = [name for name, layer in layers.items() if layer.merged]
+    if merged:
+        raise RuntimeError(f"{merged[0]} is merged; unmerge_lora(model) before changing the scale")
+    for layer in layers.values():
         layer.scale = float(scale)
 
 
@@ -204,14 +251,26 @@ def load_lora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> No
             f"this LoRA state dict does not match the model: {len(missing)} missing keys (e.g. {missing[:2]}), "
             f"{len(unexpected)} unexpected keys (e.g. {unexpected[:2]}); was it made for another model or other targets?"
         )
+    merged = [name for name, layer in layers.items() if layer.merged]
+    if merged:
+        raise RuntimeError(f"{len(merged)} LoRA layers are merged (e.g. {merged[0]}): loading new factors would leave "
+                           "the old update in W; call unmerge_lora(model) first")
+    wrong = []
+    for name, layer in layers.items():  # every key checked before the first one is written
+        for ab in "AB":
+            param, value = getattr(layer, f"lora_{ab}"), state[f"{name}.lora_{ab}.weight"]
+            if not isinstance(value, torch.Tensor) or param.shape != value.shape:
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                wrong.append(f"{name}.lora_{ab}: the model expects shape {tuple(param.shape)}, the state dict has {shape}")
+            elif not value.is_floating_point() or not torch.isfinite(value).all():
+                wrong.append(f"{name}.lora_{ab}: {'holds NaN or inf' if value.is_floating_point() else f'dtype {value.dtype}'}")
+    if wrong:
+        raise ValueError(f"this LoRA state dict does not fit ({len(wrong)} problems; nothing was loaded): "
+                         + "; ".join(wrong[:3]) + " (a different rank, or a broken file?)")
     with torch.no_grad():
         for name, layer in layers.items():
             for ab in "AB":
-                param, value = getattr(layer, f"lora_{ab}"), state[f"{name}.lora_{ab}.weight"]
-                if param.shape != value.shape:
-                    raise ValueError(f"{name}.lora_{ab}: the model expects shape {tuple(param.shape)}, the file has "
-                                     f"{tuple(value.shape)} (a different rank?)")
-                param.copy_(value)
+                getattr(layer, f"lora_{ab}").copy_(state[f"{name}.lora_{ab}.weight"])
 
 
 # -- exchanging weights with peft and diffusers -------------------------------------------------

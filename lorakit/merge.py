@@ -7,7 +7,8 @@ any mix, by one of `METHODS`:
 
 - "set_adapters" (output space, diffusers): both adapters stay separate layers and their outputs
   are added with weights (1-t, t): y = W x + (1-t) s_a B_a A_a x + t s_b B_b A_b x.
-- "weight" (weight space): ΔW(t) = (1-t) s_a B_a A_a + t s_b B_b A_b, merged into W. The exact mix:
+- "weight" (weight space): ΔW(t) = (1-t) s_a B_a A_a + t s_b B_b A_b, merged: each adapted layer runs
+  as one Linear with W + ΔW(t) (the base weights themselves stay untouched). The exact mix:
   by linearity it equals "set_adapters".
 - "factor" (factor space, the pitfall): A(t) = (1-t) A_a + t A_b, B(t) = (1-t) s_a B_a + t s_b B_b,
   ΔW(t) = B(t) A(t), quadratic in t, with cross terms t(1-t)(s_a B_a A_b + s_b B_b A_a).
@@ -19,9 +20,11 @@ any mix, by one of `METHODS`:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
 from peft import LoraConfig
 from peft.tuners.lora import LoraLayer, LoraModel
@@ -132,12 +135,21 @@ def peft_delta(
     return {k: bank[keys[k]].get_delta_weight("mix").detach() for k in fa}
 
 
+def _finite(name: str, value: float) -> float:
+    if not (isinstance(value, (int, float)) and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
 class Mixer:
     """Sets a pipeline holding two named adapters to any mix of them, by any of `METHODS`.
 
-    Merged methods write W + ΔW into the adapted layers' base weights with the adapters switched
-    off; "set_adapters" restores the base weights and lets diffusers weigh the adapters' outputs.
-    `strength` multiplies the whole mix (0 = base model) without losing it.
+    Merged methods run every adapted layer as one Linear with weight W + ΔW (exactly the base
+    layer's cost), with the adapters switched off; "set_adapters" lets diffusers weigh the
+    adapters' outputs. The base weights themselves are never written: a merged mix lives in the
+    adapted layers only, so `restore()`, `pipe.unload_lora_weights()` and a second Mixer on the
+    same pipeline all see the untouched base model. `strength` multiplies the whole mix
+    (0 = base model) without losing it.
     """
 
     def __init__(self, pipe: StableDiffusionPipeline, a: str, b: str) -> None:
@@ -145,10 +157,13 @@ class Mixer:
         self.fa, self.fb = lora_factors(pipe, a), lora_factors(pipe, b)
         _check_same_layers(self.fa, self.fb)
         self.layers = {k: v for k, v in lora_layers(pipe).items() if k in self.fa}
-        self.base = {k: layer.get_base_layer().weight.detach().clone() for k, layer in self.layers.items()}
+        not_linear = [k for k, v in self.layers.items() if not isinstance(v.get_base_layer(), nn.Linear)]
+        if not_linear:
+            raise ValueError(f"Mixer mixes adapters on Linear layers; these adapt other layers: {not_linear[:3]}")
 
     def deltas(self, method: str, t: float) -> dict[str, torch.Tensor]:
         """ΔW of every adapted layer for a method at blend t (weights 1-t and t)."""
+        t = _finite("t", t)
         if method in ("weight", "set_adapters"):
             return weight_space_delta(self.fa, self.fb, t)
         if method == "factor":
@@ -157,31 +172,43 @@ class Mixer:
             return peft_delta(self.fa, self.fb, (1 - t, t), method[5:])
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
-    def _write_base(self, deltas: dict[str, torch.Tensor] | None) -> None:
-        with torch.no_grad():
-            for k, layer in self.layers.items():
-                w = layer.get_base_layer().weight
-                w.copy_(self.base[k] + deltas[k].to(w) if deltas is not None else self.base[k])
+    def _run_merged(self, deltas: dict[str, torch.Tensor] | None) -> None:
+        """Make each adapted layer compute x (W + ΔW)^T + b in one Linear (None: back to the layer's own forward)."""
+        for k, layer in self.layers.items():
+            layer.__dict__.pop("forward", None)
+            if deltas is not None:
+                base = layer.get_base_layer()
+                with torch.no_grad():
+                    weight = base.weight + deltas[k].to(base.weight)
+
+                def forward(x: torch.Tensor, *args, _w: torch.Tensor = weight, _b=base.bias, **kwargs) -> torch.Tensor:
+                    return F.linear(x, _w, _b)
+
+                layer.forward = forward  # an instance attribute: removing the layer removes the mix
 
     def apply(self, method: str, t: float, strength: float = 1.0) -> None:
         """Set the pipeline to the mix (weights (1-t)·strength and t·strength)."""
+        t, strength = _finite("t", t), _finite("strength", strength)
         if method == "set_adapters":
-            self._write_base(None)
+            self._run_merged(None)
             self.pipe.enable_lora()
             self.pipe.set_adapters([self.a, self.b], adapter_weights=[(1 - t) * strength, t * strength])
         else:
             deltas = self.deltas(method, t)
             self.pipe.disable_lora()
-            self._write_base({k: strength * d for k, d in deltas.items()})
+            self._run_merged({k: strength * d for k, d in deltas.items()})
 
     def apply_single(self, adapter: str, scale: float) -> None:
         """One adapter alone at `scale` (negative subtracts it, above 1 extrapolates); the other off."""
-        self._write_base(None)
+        scale = _finite("scale", scale)
+        if adapter not in (self.a, self.b):
+            raise ValueError(f"adapter must be {self.a!r} or {self.b!r}, got {adapter!r}")
+        self._run_merged(None)
         self.pipe.enable_lora()
         self.pipe.set_adapters([adapter], adapter_weights=[scale])
 
     def restore(self) -> None:
-        """Base weights back, both adapters on at weight 1 (as after loading)."""
-        self._write_base(None)
+        """The adapted layers' own forward back, both adapters on at weight 1 (as after loading)."""
+        self._run_merged(None)
         self.pipe.enable_lora()
         self.pipe.set_adapters([self.a, self.b], adapter_weights=[1.0, 1.0])

@@ -8,6 +8,8 @@ from data/tiny-sd, so every diffusers/peft call on it works the same on a real c
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -141,6 +143,10 @@ def build_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     return assemble_pipeline(build_vae(), build_text_encoder(tokenizer), tokenizer, build_unet())
 
 
+class PipelineFolderError(ValueError):
+    """A pipeline folder that exists but cannot be loaded; the message names the broken file."""
+
+
 def check_pipeline_dir(path: Path) -> None:
     """Raise FileNotFoundError naming what is missing if `path` is not a complete pipeline folder."""
     if not path.is_dir():
@@ -175,18 +181,41 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device | N
     """The shipped tiny pipeline (data/tiny-sd) via `from_pretrained`, offline, float32, all weights frozen."""
     path = Path(path) if path is not None else PIPELINE_DIR
     check_pipeline_dir(path)
+    dev = pick_device(device)  # an unavailable device is refused before loading
     with quiet_loading():
-        pipe = StableDiffusionPipeline.from_pretrained(
-            path,
-            dtype=torch.float32,  # weights are stored in float16 to keep data/ small
-            safety_checker=None,
-            requires_safety_checker=False,
-            local_files_only=True,
-        )
+        try:
+            pipe = StableDiffusionPipeline.from_pretrained(
+                path,
+                dtype=torch.float32,  # weights are stored in float16 to keep data/ small
+                safety_checker=None,
+                requires_safety_checker=False,
+                local_files_only=True,
+            )
+        except Exception as err:  # name the broken file instead of a loader's traceback
+            raise PipelineFolderError(f"{_broken_file(path) or path} could not be loaded ({type(err).__name__}: "
+                                      f"{str(err)[:200]}); {_REBUILD_HINT}, or `git checkout data` for the shipped one") from err
     pipe.set_progress_bar_config(disable=True)
     for part in (pipe.vae, pipe.text_encoder, pipe.unet):  # frozen: training code unfreezes what it trains
         part.requires_grad_(False)
     return pipe.to(pick_device(device))
+
+
+def _check_generate_args(prompts: list, steps: int, guidance: float, n_per_prompt: int, seed: int) -> None:
+    """Refuse, with the fix, arguments the pipeline would turn into noise, NaN or a tokenizer traceback."""
+    if not prompts:
+        raise ValueError("no prompts given: pass a prompt or a non-empty list of prompts")
+    bad = [p for p in prompts if not isinstance(p, str)]
+    if bad:
+        raise TypeError(f"prompts must be strings, got {type(bad[0]).__name__} ({bad[0]!r})")
+    for name, value in (("num_inference_steps", steps), ("n_per_prompt", n_per_prompt)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}"
+                             + (" (0 or fewer sampler steps return pure noise)" if name == "num_inference_steps" else ""))
+    if not (isinstance(guidance, (int, float)) and math.isfinite(guidance)):
+        raise ValueError(f"guidance_scale must be a finite number (1 = no guidance; the kit uses {DEFAULT_GUIDANCE}), "
+                         f"got {guidance!r}")
+    if not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
 
 
 def generate(
@@ -204,6 +233,7 @@ def generate(
     Extra keyword arguments go to the pipeline call (e.g. cross_attention_kwargs).
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    _check_generate_args(prompts, num_inference_steps, guidance_scale, n_per_prompt, seed)
     prompts = [p for p in prompts for _ in range(n_per_prompt)]
     unknown = sorted({w for p in prompts for w in unknown_words(p)})
     if unknown:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +31,7 @@ from tqdm.auto import tqdm
 from lorakit.data import ATTRIBUTES, make_dataset, pretraining_prompts, to_model_range
 from lorakit.devices import device as pick_device
 from lorakit.finetune import denoising_loss, encode_parts
-from lorakit.paths import atomic_path
+from lorakit.paths import RUNS_DIR, atomic_folder, atomic_path, check_output_folder, repo_path, swap_in
 from lorakit.pipeline import (
     assemble_pipeline,
     build_text_encoder,
@@ -46,6 +44,10 @@ from lorakit.tokenizer import build_tokenizer
 
 CHECKPOINT_NAME = "checkpoint.pt"
 REPORT_NAME = "training_report.json"  # settings and measured times, written next to the weights
+DEFAULT_OUT = RUNS_DIR / "tiny-sd"  # never data/tiny-sd: replacing the shipped pipeline needs --out and --overwrite
+DEFAULT_WORK_DIR = RUNS_DIR / "pretrain"
+# what a pipeline folder written by this module holds (and nothing else)
+PIPELINE_ENTRIES = frozenset({"model_index.json", "vae", "text_encoder", "tokenizer", "unet", "scheduler", REPORT_NAME})
 
 
 @dataclass
@@ -64,6 +66,25 @@ class PretrainConfig:
     checkpoint_every: int = 500
     eval_every: int = 0  # 0: no accuracy checks during training
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("vae_steps", "unet_steps", "batch_size", "n_images"):
+            _check_int(name, getattr(self, name), minimum=1)
+        for name in ("warmup_steps", "checkpoint_every", "eval_every", "seed"):
+            _check_int(name, getattr(self, name), minimum=0)
+        for name in ("vae_lr", "lr"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive learning rate, got {value!r}")
+        if not 0.0 <= self.caption_dropout < 1.0:
+            raise ValueError(f"caption_dropout is a share of captions in [0, 1), got {self.caption_dropout!r}")
+        if not (math.isfinite(self.kl_weight) and self.kl_weight >= 0):
+            raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight!r}")
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -180,32 +201,55 @@ class _Run:
         return assemble_pipeline(self.vae.eval(), self.text_encoder.eval(), self.tokenizer, self.unet.eval())
 
 
-def save_pipeline_atomic(pipe: StableDiffusionPipeline, out: str | Path) -> Path:
-    """save_pretrained (float16 safetensors) into a temp folder, then swap it in for `out`.
+def is_pipeline_folder(path: Path) -> bool:
+    """True if `path` holds a pipeline folder as `save_pipeline_atomic` writes it, and nothing else."""
+    entries = {p.name for p in path.iterdir()}
+    return "model_index.json" in entries and entries <= PIPELINE_ENTRIES
 
-    An existing `out` is moved aside first and deleted only once the new folder is in place, so an
-    interrupted save never leaves a half-written pipeline behind.
+
+def save_pipeline_atomic(pipe: StableDiffusionPipeline, out: str | Path, overwrite: bool = False,
+                         report: dict | None = None) -> Path:
+    """save_pretrained (float16 safetensors) into a folder beside `out`, check it loads, then swap it in.
+
+    `out` must be new, empty, or (with `overwrite`) a pipeline folder this function wrote; anything
+    else is refused before any work. The previous version is removed only once the new one is in
+    place and loads with finite weights; a shipped one (data/) is kept under runs/replaced/.
+    `report` is written into the folder as training_report.json (NaN becomes null).
     """
+    from lorakit.pipeline import load_pipeline  # the check loads the result exactly as notebooks do
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    old = out.parent / f".{out.name}.old"
-    try:
+    check_output_folder(out, is_pipeline_folder, "pipeline folder", overwrite, flag="--overwrite (overwrite=True)")
+    with atomic_folder(out) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
         for weights in tmp.glob("*/*.safetensors"):  # float16 on disk halves data/; loads as float32
             state = {k: v.half() if v.is_floating_point() else v for k, v in load_file(weights).items()}
+            bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+            if bad:
+                raise FloatingPointError(f"{weights.parent.name} has non-finite weights ({bad[:3]}) in float16; "
+                                         f"nothing was written to {out}")
             save_file(state, weights, metadata={"format": "pt"})
+        if report is not None:
+            (tmp / REPORT_NAME).write_text(json.dumps(_json_safe(report), indent=1, allow_nan=False) + "\n")
         for f in tmp.rglob("*"):
             os.chmod(f, 0o755 if f.is_dir() else 0o644)
         os.chmod(tmp, 0o755)
-        if out.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        load_pipeline(tmp, device="cpu")  # written and checked before anything is replaced
+        kept = swap_in(tmp, out)
+    if kept is not None:
+        tqdm.write(f"the previous {out.name} is kept at {kept}")
     return out
+
+
+def _json_safe(value: object) -> object:
+    """Replace NaN and infinities (not valid JSON) by None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def quick_accuracy(pipe: StableDiffusionPipeline, n_per_prompt: int = 2, seed: int = 1234) -> dict[str, float]:
@@ -216,22 +260,41 @@ def quick_accuracy(pipe: StableDiffusionPipeline, n_per_prompt: int = 2, seed: i
     return attribute_accuracy(generate(pipe, prompts, seed=seed), prompts)
 
 
+def _is_work_folder(path: Path) -> bool:
+    return {p.name for p in path.iterdir()} == {CHECKPOINT_NAME}
+
+
 def pretrain(
     out: str | Path | None = None,
     config: PretrainConfig | None = None,
-    work_dir: str | Path = "runs/pretrain",
+    work_dir: str | Path = DEFAULT_WORK_DIR,
     resume: bool = False,
     device: str | torch.device | None = None,
+    overwrite: bool = False,
 ) -> StableDiffusionPipeline:
-    """Train the tiny pipeline from scratch (VAE, then text encoder + UNet); save it if `out`."""
+    """Train the tiny pipeline from scratch (VAE, then text encoder + UNet); save it if `out`.
+
+    Every argument is checked before any work: `out` must be new or empty, or a pipeline folder
+    with `overwrite`; `work_dir` (relative paths start at the repository root) must be new or
+    empty, or hold only a checkpoint, which is continued with `resume` or replaced with `overwrite`.
+    """
     cfg = config or PretrainConfig()
+    if not isinstance(cfg, PretrainConfig):
+        raise TypeError(f"config must be a PretrainConfig, got {type(cfg).__name__}")
     dev = pick_device(device)
-    work_dir = Path(work_dir)
-    run = _Run(cfg, dev)
+    work_dir = repo_path(work_dir)
     ckpt = work_dir / CHECKPOINT_NAME
+    if out is not None:
+        out = Path(out)
+        check_output_folder(out, is_pipeline_folder, "pipeline folder", overwrite, flag="--overwrite (overwrite=True)")
     if resume:
         if not ckpt.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}; run without --resume to start afresh")
+    else:
+        check_output_folder(work_dir, _is_work_folder, "pre-training work folder", overwrite,
+                            flag="--resume to continue it, or --overwrite (overwrite=True) to start afresh")
+    run = _Run(cfg, dev)
+    if resume:
         run.load_state_dict(torch.load(ckpt, map_location=dev, weights_only=False))
         tqdm.write(f"resumed at stage {run.stage!r}, step {run.step}")
 
@@ -275,7 +338,6 @@ def pretrain(
     seconds["text_encoder_and_unet"] = time.perf_counter() - started - seconds["vae_and_encoding"]
     pipe = run.ema_pipeline()  # final weights are the EMA ones
     if out is not None:
-        save_pipeline_atomic(pipe, out)
         report = {
             **asdict(cfg),
             "resumed": resume,
@@ -287,6 +349,6 @@ def pretrain(
             "final_unet_loss": round(loss, 4),
             "date": time.strftime("%Y-%m-%d"),
         }
-        (Path(out) / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n")
+        save_pipeline_atomic(pipe, out, overwrite=overwrite, report=report)
     return pipe
 

@@ -69,10 +69,30 @@ def test_errors_name_the_problem(trained, tmp_path):
 
 def test_checkpoints_every_k_steps(tmp_path):
     pipe = add_adapter(load_pipeline(device="cpu"), rank=1, conv=False, text_encoder=False)
-    (tmp_path / "step_000003.safetensors").write_bytes(b"a previous run's checkpoint")
-    (tmp_path / "notes.txt").write_text("not a checkpoint")
     saver = CheckpointSaver(pipe, tmp_path, 2)
     train(pipe, few_shot_instance(2), 5, batch_size=2, progress=False, on_step=saver)
     found = list_checkpoints(tmp_path)
-    assert list(found) == [2, 4] and found[4].name == "step_000004.safetensors"  # the stale one is gone
-    assert saver.paths == found and (tmp_path / "notes.txt").exists()  # other files are left alone
+    assert list(found) == [2, 4] and found[4].name == "step_000004.safetensors"
+    assert saver.paths == found
+
+
+def test_checkpoint_folders_are_never_cleared_without_overwrite(tmp_path):
+    pipe = add_adapter(load_pipeline(device="cpu"), rank=1, conv=False, text_encoder=False)
+    earlier = tmp_path / "run"
+    earlier.mkdir()
+    (earlier / "step_000003.safetensors").write_bytes(b"a previous run's checkpoint")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        CheckpointSaver(pipe, earlier, 2)
+    assert (earlier / "step_000003.safetensors").read_bytes() == b"a previous run's checkpoint"
+    saver = CheckpointSaver(pipe, earlier, 2, overwrite=True)  # explicit: the earlier run's files go
+    saver(2, 0.0)
+    assert list(list_checkpoints(earlier)) == [2]
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "step_000003.safetensors").write_bytes(b"checkpoint")
+    (mixed / "notes.txt").write_text("the learner's notes")
+    for overwrite in (False, True):  # a folder holding anything else is refused, flag or not
+        with pytest.raises(FileExistsError, match="notes.txt"):
+            CheckpointSaver(pipe, mixed, 2, overwrite=overwrite)
+    assert sorted(p.name for p in mixed.iterdir()) == ["notes.txt", "step_000003.safetensors"]

@@ -107,9 +107,9 @@ def test_pretrain_cli_end_to_end_and_resume(tmp_path):
     assert generate(pipe, "a red circle", num_inference_steps=2).shape == (1, 3, 32, 32)
     ckpt = torch.load(work / "checkpoint.pt", weights_only=False)
     assert ckpt["stage"] == "unet" and ckpt["step"] == 2
-    resumed = _pretrain_cli("--out", str(out), "--work-dir", str(work), "--resume")
+    resumed = _pretrain_cli("--out", str(out), "--work-dir", str(work), "--resume", "--overwrite")
     assert resumed.returncode == 0 and "resumed at stage 'unet', step 2" in resumed.stdout + resumed.stderr
-    other = _pretrain_cli("--out", str(out), "--work-dir", str(work), "--resume", "--lr", "0.1")
+    other = _pretrain_cli("--out", str(out), "--work-dir", str(work), "--resume", "--overwrite", "--lr", "0.1")
     assert other.returncode != 0 and "other settings" in other.stderr
 
 
