@@ -82,8 +82,8 @@ def _common(parser: argparse.ArgumentParser, out: Path, what: str) -> None:
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of `python -m lorakit` (and the `lorakit` script)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser: three commands, each with safe defaults under runs/."""
     parser = argparse.ArgumentParser(prog="python -m lorakit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,11 +111,16 @@ def main(argv: list[str] | None = None) -> None:
     pre.set_defaults(func=_pretrain)
 
     ada = sub.add_parser("train-adapters", help="train the concept adapters notebook 05 mixes (shipped: data/adapters)")
-    _common(ada, RUNS_DIR / "adapters", "adapters folder")
+    _common(ada, RUNS_DIR / "adapters", "folder of concept adapters")
     ada.add_argument("--steps", type=_positive_int, default=250)
     ada.add_argument("--seed", type=_non_negative_int, default=0)
     ada.set_defaults(func=_train_adapters)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `python -m lorakit` (and the `lorakit` script)."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -67,7 +67,7 @@ def train_adapters(out: str | Path, steps: int = 250, seed: int = 0, device: str
     from lorakit.pipeline import generate, load_pipeline
 
     out = Path(out)
-    check_output_folder(out, _is_adapters_folder, "adapters folder", overwrite, flag="--overwrite (overwrite=True)")
+    check_output_folder(out, _is_adapters_folder, "folder of concept adapters", overwrite, flag="--overwrite (overwrite=True)")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
     report = {}

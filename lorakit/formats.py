@@ -239,8 +239,10 @@ def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a safetensors LoRA file (or folder); pickles are refused, never unpickled."""
     path = _lora_file(path)
     with open(path, "rb") as f:
-        head = f.read(4)
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or path.suffix in _PICKLE_SUFFIXES:
+        head = f.read(9)
+    safetensors_header = head[8:9] == b"{"  # 8 bytes of header length, then the JSON header
+    pickled = head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+    if not safetensors_header and (pickled or path.suffix in _PICKLE_SUFFIXES):
         raise LoraFileError(
             f"{path.name} is a pickle (a PyTorch .ckpt/.bin/.pt file), which lorakit does not unpickle: loading a "
             "pickle can run any code inside it. Ask for the .safetensors version of this LoRA, or convert it "

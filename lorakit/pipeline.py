@@ -7,6 +7,7 @@ from data/tiny-sd, so every diffusers/peft call on it works the same on a real c
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import numbers
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
+from safetensors import safe_open
 
 
 class _TorchvisionNoticeFilter(logging.Filter):
@@ -197,7 +199,22 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device | N
     pipe.set_progress_bar_config(disable=True)
     for part in (pipe.vae, pipe.text_encoder, pipe.unet):  # frozen: training code unfreezes what it trains
         part.requires_grad_(False)
-    return pipe.to(pick_device(device))
+    return pipe.to(dev)
+
+
+def _broken_file(path: Path) -> Path | None:
+    """The first file of a pipeline folder that does not parse (a JSON config or a safetensors file), if any."""
+    for f in sorted(path.rglob("*")):
+        try:
+            if f.suffix == ".json":
+                json.loads(f.read_text())
+            elif f.suffix == ".safetensors":
+                with safe_open(str(f), framework="pt") as st:
+                    for key in st.keys():
+                        st.get_tensor(key)
+        except Exception:  # any reader error means this file is the broken one
+            return f
+    return None
 
 
 def _check_generate_args(prompts: list, steps: int, guidance: float, n_per_prompt: int, seed: int) -> None:

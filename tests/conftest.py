@@ -53,3 +53,11 @@ def pipe():
     from lorakit.pipeline import load_pipeline
 
     return load_pipeline(device="cpu")
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    """Every file under a folder, by relative path, with its bytes: to prove a refused write changed nothing."""
+    from pathlib import Path
+
+    root = Path(folder)
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

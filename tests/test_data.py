@@ -154,3 +154,31 @@ def test_augmented_views_move_the_object_and_keep_it_whole():
     assert len(augmented(few_shot_instance(1, position=(9.0, 16.0)), max_shift=4, shift_step=4, flip=False)) == 6
     with pytest.raises(ValueError, match="shift_step"):
         augmented(data, shift_step=0)
+
+
+def test_a_huge_dataset_states_the_limit_and_the_memory_it_would_need():
+    with pytest.raises(ValueError, match=r"10,000,000 images would need 30.7 GB.*limit is 200,000"):
+        make_dataset(10**7)
+
+
+@pytest.mark.parametrize("kwargs", [{"include": "red"}, {"exclude": "small"}])
+def test_a_string_where_a_list_is_expected_is_explained(kwargs):
+    with pytest.raises(TypeError, match=r"must be a list of words, e.g. \w+=\['"):
+        make_dataset(4, **kwargs)
+
+
+@pytest.mark.parametrize("position", [(100, 100), (2, 16), (16, 31), (-5, 10)])
+def test_few_shot_objects_must_lie_inside_the_image(position):
+    with pytest.raises(ValueError, match="outside the 32x32 image"):
+        few_shot_instance(3, position=position)
+
+
+def test_model_range_images_are_refused_with_the_conversion():
+    from lorakit.plotting import show_grid
+
+    images = torch.rand(4, 3, 32, 32) * 2 - 1  # [-1, 1], as a VAE decodes
+    with pytest.raises(ValueError, match="to_uint8"):
+        show_grid(images)
+    with pytest.raises(ValueError, match="NaN"):
+        as_uint8(torch.full((1, 3, 4, 4), float("nan")))
+    assert as_uint8(torch.zeros(1, 3, 4, 4)).dtype == torch.uint8

@@ -70,3 +70,15 @@ def test_checkpoint_explorer_redraws_for_slider_values(run, probe):
     assert not torch.equal(explorer.cache[(4, 1.0)][0], explorer.cache[(0, 1.0)][0])  # trained vs start
     assert torch.equal(explorer.cache[(0, 0.5)][0], explorer.cache[(0, 1.0)][0])  # B = 0 at step 0: scale is moot
     assert real(0, 1.0)[0] is explorer.cache[(0, 1.0)][0] and len(explorer.cache) == 3  # cached, not redrawn
+
+
+def test_a_checkpoint_folder_that_would_be_cleared_is_refused_before_training(tmp_path):
+    (tmp_path / "step_000000.safetensors").write_bytes(b"an earlier run")
+    pipe = load_pipeline(device="cpu")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        train_dreambooth(pipe, few_shot_instance(2), steps=2, checkpoint_dir=tmp_path)
+    assert not getattr(pipe.unet, "peft_config", None)  # no adapter was added
+    assert (tmp_path / "step_000000.safetensors").read_bytes() == b"an earlier run"
+    with pytest.raises(ValueError, match="steps and batch_size"):
+        train_dreambooth(pipe, few_shot_instance(2), steps=0)
+    assert not getattr(pipe.unet, "peft_config", None)

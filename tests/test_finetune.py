@@ -151,3 +151,47 @@ def test_augment_trains_on_the_views_and_needs_images(encoded):
     assert plain != views  # different images in the batches
     with pytest.raises(ValueError, match="needs images"):
         train(pipe, encoded, 1, augment=True, progress=False)
+
+
+# -- arguments are checked before the pipeline changes ------------------------------------------
+
+
+def _module_names(pipe) -> list[str]:
+    return [n for part in (pipe.unet, pipe.text_encoder) for n, _ in part.named_modules()]
+
+
+@pytest.mark.parametrize("bad", [{"steps": 0}, {"steps": -1}, {"alpha": 0}, {"alpha": -4.0}, {"alpha": float("nan")},
+                                 {"rank": 0}, {"lr": float("nan")}, {"lr": 0.0}, {"concept_prompts": "a red circle"}])
+def test_finetune_refuses_bad_arguments_before_adding_any_layer(encoded, bad):
+    pipe = load_pipeline(device="cpu")
+    names = _module_names(pipe)
+    with pytest.raises((ValueError, TypeError), match="must be|list of prompts"):
+        finetune(pipe, encoded, progress=False, **bad)
+    assert _module_names(pipe) == names  # unchanged: a retry with good arguments works
+    finetune(pipe, encoded, rank=1, steps=1, progress=False)
+
+
+def test_finetune_twice_on_one_pipeline_says_so(encoded):
+    pipe, _ = finetune(load_pipeline(device="cpu"), encoded, rank=1, steps=1, progress=False)
+    with pytest.raises(ValueError, match="already has LoRA layers.*fresh pipeline"):
+        finetune(pipe, encoded, rank=1, steps=1, progress=False)
+    peft_pipe = add_adapter(load_pipeline(device="cpu"), rank=1)
+    with pytest.raises(ValueError, match="already has LoRA layers"):
+        finetune(peft_pipe, encoded, rank=1, steps=1, progress=False)
+
+
+def test_train_refuses_merged_adapters_and_impossible_batches(encoded):
+    from lorakit.lora import merge_lora
+    from lorakit.pipeline import LORA_TARGETS
+
+    pipe = load_pipeline(device="cpu")
+    add_lora(pipe.unet, LORA_TARGETS, rank=1, alpha=1)
+    merge_lora(pipe.unet)  # a merged adapter gets no gradient: training would silently do nothing
+    with pytest.raises(ValueError, match="merged.*unmerge"):
+        train(pipe, encoded, 1, progress=False)
+    with pytest.raises(ValueError, match="batch_size must be"):
+        train(pipe, encoded, 1, batch_size=0, progress=False)
+    peft_pipe = add_adapter(load_pipeline(device="cpu"), rank=1, text_encoder=False)
+    peft_pipe.fuse_lora()
+    with pytest.raises(ValueError, match="merged"):
+        train(peft_pipe, encoded, 1, progress=False)

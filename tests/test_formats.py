@@ -1,11 +1,15 @@
 import pytest
 import torch
+from diffusers import StableDiffusionPipeline
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from lorakit.concepts import adapter_path
 from lorakit.data import make_dataset
 from lorakit.finetune import train
-from lorakit.formats import LoraFileError, from_kohya, inspect_lora, load_lora, save_lora, to_kohya
+from lorakit.formats import LoraFileError, from_kohya, inspect_lora, load_lora, peft_layout, save_lora, to_kohya
 from lorakit.lora import add_lora, peft_metadata, to_peft_state_dict
 from lorakit.pipeline import LORA_TARGETS, generate, load_pipeline
 
@@ -103,3 +107,183 @@ def test_a_lora_for_another_model_is_reported_with_shapes(shipped, pipe, tmp_pat
     assert any("no such layer" in p and "attentions.9" in p for p in problems)
     assert any("shape mismatch" in p and "expected A (4, " in p and "found A (4, " in p for p in problems)
     assert inspect_lora(adapter_path("orange"), pipe).problems == []
+
+
+# -- files as learners meet them: broken, pickled, in folders, from peft, with conv layers --------
+
+
+def _save(state, path, metadata=None):
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=metadata)
+    return path
+
+
+def test_nan_weights_and_nan_alpha_are_reported_not_drawn_black(shipped, tmp_path):
+    state, _ = shipped
+    kohya = to_kohya(state, 8.0)
+    first = next(k for k in kohya if k.endswith("lora_up.weight"))
+    for name, broken in (("nan_weights", {**kohya, first: torch.full_like(kohya[first], float("nan"))}),
+                         ("nan_alpha", {k: torch.tensor(float("nan")) if k.endswith(".alpha") else v
+                                        for k, v in kohya.items()})):
+        path = _save(broken, tmp_path / f"{name}.safetensors")
+        with pytest.raises(LoraFileError, match="NaN|alpha is nan"):
+            load_lora(path)
+        assert any("NaN" in p or "alpha is nan" in p for p in inspect_lora(path).problems)
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), 0.0, -8.0, float("inf")])
+def test_save_lora_refuses_an_impossible_alpha_and_writes_nothing(shipped, tmp_path, alpha):
+    with pytest.raises(ValueError, match="alpha must be a finite number > 0"):
+        save_lora(shipped[0], tmp_path / "x.safetensors", alpha=alpha)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_lora_onto_a_folder_names_the_users_path(shipped, tmp_path):
+    with pytest.raises(IsADirectoryError, match=f"{tmp_path} is a folder"):
+        save_lora(shipped[0], tmp_path, alpha=8.0)
+
+
+@pytest.mark.parametrize("suffix", [".ckpt", ".bin", ".safetensors"])
+def test_a_pickle_is_refused_for_safety_not_called_corrupted(shipped, tmp_path, suffix):
+    path = tmp_path / f"lora{suffix}"
+    torch.save(shipped[0], path)  # what .ckpt/.bin LoRAs are: pickles (even when misnamed)
+    with pytest.raises(LoraFileError, match="is a pickle.*does not unpickle"):
+        load_lora(path)
+
+
+def test_a_diffusers_lora_folder_is_accepted(shipped, tmp_path):
+    pipe = load_pipeline(device="cpu")
+    pipe.load_lora_weights(adapter_path("orange"))
+    from lorakit.adapters import adapter_state
+    state = adapter_state(pipe, "default_0")
+    StableDiffusionPipeline.save_lora_weights(tmp_path, unet_lora_layers=state["unet"],
+                                              text_encoder_lora_layers=state["text_encoder"])
+    assert inspect_lora(tmp_path).path.name == "pytorch_lora_weights.safetensors"
+    fresh = load_pipeline(device="cpu")
+    fresh.load_lora_weights(load_lora(tmp_path))
+    assert torch.equal(_images(fresh), _images(load_pipeline_with(tmp_path / "pytorch_lora_weights.safetensors")))
+
+
+def load_pipeline_with(path):
+    pipe = load_pipeline(device="cpu")
+    pipe.load_lora_weights(path)
+    return pipe
+
+
+def test_a_peft_adapter_model_file_is_accepted_with_its_alpha(shipped, tmp_path):
+    state, _ = shipped
+    unet_part = {k: v for k, v in state.items() if k.startswith("unet.")}
+    peft_model = get_peft_model(load_pipeline(device="cpu").unet,
+                                LoraConfig(r=4, lora_alpha=8, target_modules=list(LORA_TARGETS)))
+    loaded = set_peft_model_state_dict(peft_model, {f"base_model.model.{k}": v
+                                                    for k, v in peft_layout(unet_part)["unet"].items()})
+    assert not loaded.unexpected_keys
+    peft_model.save_pretrained(tmp_path / "peft")  # adapter_model.safetensors + adapter_config.json
+    info = inspect_lora(tmp_path / "peft")
+    assert info.path.name == "adapter_model.safetensors" and set(info.alphas.values()) == {8.0}
+    assert info.alpha_from == "file metadata" and info.problems == []
+    reference = _save(unet_part, tmp_path / "unet_only.safetensors")
+    expected = load_lora(reference)
+    assert set(load_lora(tmp_path / "peft" / "adapter_model.safetensors")) == set(expected)
+    fresh = load_pipeline(device="cpu")
+    fresh.load_lora_weights(load_lora(tmp_path / "peft"))
+    ref_pipe = load_pipeline(device="cpu")
+    ref_pipe.load_lora_weights(save_lora(unet_part, tmp_path / "with_alpha.safetensors", alpha=8.0))
+    assert torch.equal(_images(fresh), _images(ref_pipe))
+
+
+def test_loading_a_lora_for_another_model_lists_the_first_mismatches(shipped, tmp_path):
+    from lorakit.adapters import load_adapter
+
+    state, _ = shipped
+    def is_a(key):
+        return key.endswith(("down.weight", "lora_A.weight"))
+
+    # rank 8 and 3 inputs too many: a LoRA made for a wider model
+    wider = {k: torch.zeros(8, v.shape[1] + 3) if is_a(k) else torch.zeros(v.shape[0], 8) for k, v in state.items()}
+    path = _save(wider, tmp_path / "other.safetensors", metadata={"format": "pt"})
+    pipe = load_pipeline(device="cpu")
+    with pytest.raises(LoraFileError, match=r"shape mismatch, expected A \(8, \d+\) .* found A \(8, \d+\)"):
+        load_adapter(pipe, path, "other")
+    with pytest.raises(LoraFileError, match="shape mismatch"):
+        load_lora(path, pipe)
+    assert not getattr(pipe.unet, "peft_config", None)  # nothing was loaded
+
+
+def test_conv_layers_are_checked_as_convolutions_and_targets_name_modules(tmp_path):
+    from lorakit.adapters import add_adapter, adapter_state
+
+    targets = ["to_q", "to_out.0", "proj_in", "proj_out", "conv1", "ff.net.0.proj", "ff.net.2"]
+    pipe = add_adapter(load_pipeline(device="cpu"), rank=2, targets=targets)
+    flat = {f"{part}.{k}": v for part, sd in adapter_state(pipe).items() for k, v in sd.items()}
+    path = save_lora(flat, tmp_path / "locon.safetensors", format="kohya", alpha=2.0)
+    info = inspect_lora(path, load_pipeline(device="cpu"))
+    assert info.problems == []
+    assert set(targets) <= set(info.targets) and not {"2", "proj", "conv", "0"} & set(info.targets)
+    kohya = load_file(path)
+    conv_key = next(k for k in kohya if "resnets_0_conv1.lora_down" in k)
+    kohya[conv_key] = torch.zeros(2, kohya[conv_key].shape[1] + 1, 3, 3)
+    problems = inspect_lora(_save(kohya, tmp_path / "bad.safetensors"), load_pipeline(device="cpu")).problems
+    assert len(problems) == 1 and "conv1: shape mismatch, expected A (2, " in problems[0] and ", 3, 3)" in problems[0]
+
+
+# -- property: a reader either reads a file right or says what is wrong, never more ---------------
+
+
+_MUTATIONS = ("truncate", "drop_keys", "dtype", "nan", "rename", "alpha_shape", "extra_key", "none")
+
+
+def _mutated_bytes(state: dict, kind: str, data) -> bytes:
+    import safetensors.torch
+
+    keys = sorted(state)
+    state = dict(state)
+    if kind == "drop_keys":
+        drop = data.draw(st.sets(st.sampled_from(keys), min_size=1, max_size=len(keys)))
+        state = {k: v for k, v in state.items() if k not in drop}
+    elif kind == "dtype":
+        key = data.draw(st.sampled_from(keys))
+        dtype = data.draw(st.sampled_from([torch.int32, torch.int8, torch.bool, torch.float16, torch.bfloat16,
+                                           torch.float64, torch.uint8]))
+        state[key] = state[key].to(dtype)
+    elif kind == "nan":
+        key = data.draw(st.sampled_from(keys))
+        state[key] = state[key].clone().fill_(data.draw(st.sampled_from([float("nan"), float("inf"), -float("inf")])))
+    elif kind == "rename":
+        key = data.draw(st.sampled_from(keys))
+        state[data.draw(st.text("abcdefghijklmnopqrstuvwxyz_.0123456789", min_size=1, max_size=40))] = state.pop(key)
+    elif kind == "alpha_shape":
+        alphas = [k for k in keys if k.endswith(".alpha")] or keys
+        state[data.draw(st.sampled_from(alphas))] = torch.ones(data.draw(st.integers(2, 4)))
+    elif kind == "extra_key":
+        state[data.draw(st.sampled_from(keys)) + data.draw(st.sampled_from(["", ".x", "_extra"]))] = torch.zeros(3, 2)
+    raw = safetensors.torch.save({k: v.contiguous() for k, v in state.items()}) if state else b""
+    if kind == "truncate":
+        raw = raw[: data.draw(st.integers(0, max(0, len(raw) - 1)))]
+    return raw
+
+
+@pytest.fixture(scope="module")
+def reader_inputs(shipped):
+    return {"diffusers": shipped[0], "kohya": to_kohya(shipped[0], 8.0)}
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_readers_read_right_or_raise_their_own_error_and_never_change_the_pipeline(reader_inputs, pipe, data,
+                                                                                   tmp_path_factory):
+    layout = data.draw(st.sampled_from(sorted(reader_inputs)))
+    kind = data.draw(st.sampled_from(_MUTATIONS))
+    path = tmp_path_factory.mktemp("prop") / "lora.safetensors"
+    path.write_bytes(_mutated_bytes(reader_inputs[layout], kind, data))
+    before = {k: v.clone() for part in (pipe.unet, pipe.text_encoder) for k, v in part.state_dict().items()}
+    for read in (load_lora, inspect_lora, lambda p: inspect_lora(p, pipe), lambda p: load_lora(p, pipe)):
+        try:
+            result = read(path)
+        except LoraFileError as err:
+            assert str(err)  # the kit's own error, with a message
+            continue
+        if isinstance(result, dict):  # a kohya-layout dict of finite float tensors, every layer whole
+            assert result and all(k.startswith(("lora_unet_", "lora_te")) for k in result)
+            assert all(v.is_floating_point() and torch.isfinite(v).all() for v in result.values())
+    after = {k: v for part in (pipe.unet, pipe.text_encoder) for k, v in part.state_dict().items()}
+    assert after.keys() == before.keys() and all(torch.equal(before[k], after[k]) for k in before)

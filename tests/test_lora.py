@@ -338,3 +338,111 @@ def test_text_encoder_lora_trains_only_its_adapter():
     after = pipe.text_encoder.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in frozen.items())
     assert any(torch.count_nonzero(layer.lora_B) for layer in lora_layers(pipe.text_encoder).values())
+
+
+# -- state that must never be silently corrupted ------------------------------------------------
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_unmerge_after_loading_other_factors_is_refused_and_base_comes_back():
+    model = _Tiny()
+    base = _weights(model)["attn.to_q.weight"]
+    add_lora(model, ["to_q", "to_k"], rank=2, alpha=4)
+    with torch.no_grad():
+        for layer in lora_layers(model).values():
+            layer.lora_B.normal_()
+    other = {k: torch.randn_like(v) * 3 for k, v in lora_state_dict(model).items()}
+    merge_lora(model)
+    with pytest.raises(RuntimeError, match="unmerge_lora"):
+        load_lora_state_dict(model, other)  # would leave the old update in W
+    with torch.no_grad():  # even if the factors change behind its back, unmerge removes what merge added
+        lora_layers(model)["attn.to_q"].lora_B.mul_(5)
+    unmerge_lora(model)
+    assert torch.allclose(lora_layers(model)["attn.to_q"].base.weight, base, atol=1e-6)
+
+
+def test_a_second_add_lora_keeps_the_first_adapters_trainable():
+    model = _Tiny()
+    add_lora(model, ["to_q"], rank=2, alpha=2)
+    add_lora(model, ["to_k"], rank=2, alpha=2)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {f"attn.{m}.lora_{ab}" for m in ("to_q", "to_k") for ab in "AB"}
+    with pytest.raises(ValueError, match="already have LoRA"):
+        add_lora(model, ["to_q"], rank=2, alpha=2)
+
+
+def test_add_lora_checks_everything_before_wrapping_anything():
+    model = _Tiny()
+    model.attn["to_k"] = nn.Linear(8, 2)  # rank 4 fits to_q (8x8) but not to_k (8->2)
+    before = _weights(model)
+    with pytest.raises(ValueError, match="rank must satisfy"):
+        add_lora(model, ["to_q", "to_k"], rank=4, alpha=4)
+    assert lora_layers(model) == {} and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())  # not even frozen
+
+
+def test_a_string_of_targets_is_refused_not_read_letter_by_letter():
+    with pytest.raises(TypeError, match=r"\['to_q'\]"):
+        add_lora(_Tiny(), "to_q", rank=2, alpha=2)
+
+
+def test_add_lora_on_a_peft_model_says_so():
+    from peft import inject_adapter_in_model
+
+    model = inject_adapter_in_model(LoraConfig(r=2, target_modules=["to_q"]), _Tiny())
+    with pytest.raises(ValueError, match="peft LoRA layers"):
+        add_lora(model, ["to_q"], rank=2, alpha=2)
+
+
+def test_a_state_dict_that_fails_late_changes_no_layer():
+    model = _Tiny()
+    add_lora(model, ["to_q", "to_k"], rank=2, alpha=2)
+    before = _weights(model)
+    state = {k: torch.ones_like(v) for k, v in lora_state_dict(model).items()}
+    state["attn.to_q.lora_B.weight"] = torch.ones(8, 3)  # the last layer checked is wrong
+    state["attn.to_k.lora_A.weight"] = torch.full((2, 8), float("nan"))
+    with pytest.raises(ValueError, match="nothing was loaded"):
+        load_lora_state_dict(model, state)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf")])
+def test_set_lora_scale_refuses_non_finite(scale):
+    model = _Tiny()
+    add_lora(model, ["to_q"], rank=2, alpha=2)
+    with pytest.raises(ValueError, match="finite"):
+        set_lora_scale(model, scale)
+    assert lora_layers(model)["attn.to_q"].scale == 1.0
+
+
+class _Unwritten(nn.Module):
+    """A learner's layer whose __init__ is done but whose forward is still the stub."""
+
+    def __init__(self, base, rank, alpha):
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        self.lora_A = nn.Parameter(torch.randn(rank, base.in_features))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank))
+
+    def forward(self, x):
+        raise NotImplementedError
+
+
+class _ShapeBug(_Unwritten):
+    def forward(self, x):
+        return self.base(x) + x @ self.lora_B @ self.lora_A  # wrong order: a shape error
+
+
+def test_checks_never_raise_whatever_the_learners_code_does(capsys):
+    assert check_lora_layer(_Unwritten) is False
+    assert "not written yet" in capsys.readouterr().out
+    assert check_lora_layer(_ShapeBug) is False
+    out = capsys.readouterr().out
+    assert "RuntimeError" in out and "shape" in out and "x @ self.lora_B" in out
+    assert check_merge(lambda base, A, B, s: (_ for _ in ()).throw(NotImplementedError)) is False
+    assert check_merge(lambda base, A, B, s: base.weight + s * B[:, :1] @ A) is False
+    assert check_merge(lambda base, A, B, s: 1 / 0) is False
+    assert "ZeroDivisionError" in capsys.readouterr().out

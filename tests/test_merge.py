@@ -164,3 +164,32 @@ def test_blend_widget_calls_with_the_slider_values(study):
     wide = BlendExplorer(study, ["weight"], n=study.n + 2)  # shows more images than the study keeps per point
     wide.show("weight", 0.2, study.seed)  # called directly: inside a widget an exception would only be printed
     study.mixer.restore()
+
+
+def _base_images() -> torch.Tensor:
+    return _sample(load_pipeline(device="cpu"))
+
+
+def test_a_second_mixer_and_unload_see_the_untouched_base_model():
+    pipe = load_pipeline(device="cpu")
+    for concept in CONCEPTS:
+        load_adapter(pipe, adapter_path(concept), concept)
+    first = Mixer(pipe, *CONCEPTS)
+    first.apply("weight", 0.5)
+    second = Mixer(pipe, *CONCEPTS)  # made while a merged mix is applied
+    second.apply("factor", 0.3)
+    second.restore()
+    pipe.disable_lora()
+    assert torch.equal(_sample(pipe), _base_images())
+    first.apply("peft_ties", 0.5)
+    pipe.unload_lora_weights()  # diffusers' own way back to the base model
+    assert torch.equal(_sample(pipe), _base_images())
+
+
+@pytest.mark.parametrize("bad", [{"t": float("nan")}, {"t": 0.5, "strength": float("nan")},
+                                 {"t": float("inf")}])
+def test_mixer_refuses_non_finite_weights(mixer, bad):
+    with pytest.raises(ValueError, match="finite"):
+        mixer.apply("weight", **bad)
+    with pytest.raises(ValueError, match="finite"):
+        mixer.apply_single("orange", float("nan"))

@@ -122,3 +122,36 @@ def test_untrained_pipeline_builds_offline():
     pipe = build_pipeline(seed=0)
     assert json.dumps(pipe.unet.config["block_out_channels"]) == "[48, 96]"
     assert pipe.vae.config.latent_channels == 4
+
+
+# -- bad arguments get the fix, not noise or a traceback ----------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"num_inference_steps": 0}, "num_inference_steps must be"), ({"num_inference_steps": -1}, "pure noise"),
+    ({"guidance_scale": float("nan")}, "guidance_scale must be a finite"), ({"n_per_prompt": 0}, "n_per_prompt"),
+    ({"prompts": []}, "no prompts"), ({"prompts": [3]}, "prompts must be strings"), ({"seed": -1}, "seed"),
+])
+def test_generate_refuses_what_would_be_noise_or_a_traceback(pipe, kwargs, match):
+    kwargs = {"prompts": "a red circle", **kwargs}
+    with pytest.raises((ValueError, TypeError), match=match):
+        generate(pipe, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_asking_for_cuda_without_it_says_what_to_do():
+    from lorakit.devices import device
+
+    with pytest.raises(ValueError, match="device='cpu'"):
+        load_pipeline(device="cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        device("gpu")
+
+
+def test_a_corrupted_text_encoder_file_is_named_with_the_rebuild_command(tmp_path):
+    broken = tmp_path / "tiny-sd"
+    shutil.copytree(PIPELINE_DIR, broken)
+    weights = next((broken / "text_encoder").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"text_encoder/.*safetensors could not be loaded.*python -m lorakit pretrain"):
+        load_pipeline(broken, device="cpu")
