@@ -291,7 +291,9 @@ def _detect(state: dict[str, torch.Tensor], path: Path) -> str:
     if lycoris:
         raise LoraFileError(f"{path.name} is a LyCORIS network (keys such as {lycoris[:2]}: LoHa, LoKr, OFT or DoRA), "
                             "not a LoRA; lorakit reads LoRA and LoCon files")
-    not_float = [k for k, v in state.items() if not v.is_floating_point()]
+    # weights must be float; kohya's .alpha may be any number (diffusers' converter writes int64)
+    not_float = [k for k, v in state.items()
+                 if not (v.is_floating_point() or (k.endswith(".alpha") and v.dtype != torch.bool))]
     if not_float:
         raise LoraFileError(f"{path.name}: {len(not_float)} tensors are not floating point (e.g. {not_float[0]} is "
                             f"{state[not_float[0]].dtype}); a LoRA file holds float weights")
@@ -374,7 +376,7 @@ def load_lora(path: str | Path, pipe: StableDiffusionPipeline | None = None) -> 
     if problems:
         raise LoraFileError(f"{path.name} cannot be used ({len(problems)} problems): " + "; ".join(problems[:3]))
     if fmt == "kohya":
-        return read_state(path)[0]
+        return {k: v.float() if k.endswith(".alpha") else v for k, v in read_state(path)[0].items()}
     return to_kohya({f"{m}.lora_{ab}.weight": f[ab] for m, f in factors.items() for ab in "AB"}, alphas)
 
 

@@ -142,6 +142,13 @@ def test_save_lora_onto_a_folder_names_the_users_path(shipped, tmp_path):
         save_lora(shipped[0], tmp_path, alpha=8.0)
 
 
+def test_an_integer_alpha_as_diffusers_converter_writes_it_is_read(shipped, tmp_path):
+    kohya = to_kohya(shipped[0], 8.0)
+    path = _save({k: v.long() if k.endswith(".alpha") else v for k, v in kohya.items()}, tmp_path / "int.safetensors")
+    assert set(inspect_lora(path).alphas.values()) == {8.0}
+    assert all(v.dtype == torch.float32 for k, v in load_lora(path).items() if k.endswith(".alpha"))
+
+
 @pytest.mark.parametrize("suffix", [".ckpt", ".bin", ".safetensors"])
 def test_a_pickle_is_refused_for_safety_not_called_corrupted(shipped, tmp_path, suffix):
     path = tmp_path / f"lora{suffix}"

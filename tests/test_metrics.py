@@ -106,3 +106,26 @@ def test_object_area_known_answers():
         small = [float(a) for a, at in zip(area, data.attributes) if at.shape == shape and at.size == "small"]
         large = [float(a) for a, at in zip(area, data.attributes) if at.shape == shape and at.size == "large"]
         assert small and large and min(large) > max(small), shape
+
+
+# -- the papers' own implementations agree (test-only dependencies: prdc, vendi-score) -----------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_prdc_matches_naeem_et_al_reference_package(seed):
+    prdc = pytest.importorskip("prdc")
+    rng = np.random.default_rng(seed)
+    real, fake = rng.normal(size=(120, 16)), rng.normal(0.3, 1.2, size=(90, 16))
+    for k in (3, 5):
+        ours = precision_recall_density_coverage(real, fake, k=k)
+        ref = prdc.compute_prdc(real_features=real, fake_features=fake, nearest_k=k)
+        assert ours.keys() == ref.keys()
+        assert all(abs(ours[m] - float(ref[m])) <= 1e-6 for m in ours), (ours, ref)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vendi_matches_friedman_and_dieng_reference_package(seed):
+    vendi = pytest.importorskip("vendi_score.vendi")
+    rng = np.random.default_rng(seed)
+    for x in (rng.normal(size=(40, 8)), np.abs(rng.normal(size=(25, 96))), np.repeat(rng.normal(size=(3, 5)), 4, 0)):
+        assert vendi_score(x) == pytest.approx(float(vendi.score_X(x, q=1, normalize=True)), abs=1e-6)

@@ -26,3 +26,23 @@ def test_notebook_opens_with_its_title_and_carries_full_mode_outputs(path):
     text = "".join(o.get("text", "") if isinstance(o.get("text"), str) else "".join(o.get("text", []))
                    for c in code for o in c["outputs"])
     assert "mode: quick" not in text, f"{path.name} carries quick-mode outputs: run `make notebooks`"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_notebook_asserts_a_wall_clock_time(path):
+    """A busy laptop must not crash a lesson: times are printed against their bar (lorakit.timing), never asserted."""
+    import re
+
+    code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    timed = [line.strip() for line in code.splitlines()
+             if re.match(r"\s*assert\b", line) and re.search(r"second|elapsed|timing|_time\b|\btime_|perf_counter", line)]
+    assert not timed, f"{path.name} asserts a time: {timed}; print lorakit.timing.versus_bar(...) instead"
+
+
+def test_versus_bar_reports_the_ratio():
+    from lorakit.timing import versus_bar
+
+    assert versus_bar("x", 1.0, 2.0) == "x: 1.00 s = 0.50x the 2 s bar, within the bar"
+    assert "over the bar" in versus_bar("x", 3.0, 2.0)
+    with pytest.raises(ValueError):
+        versus_bar("x", 1.0, 0)
