@@ -21,7 +21,7 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model,
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from lorakit.formats import LoraFileError, inspect_lora, peft_layout, read_state
-from lorakit.paths import atomic_path, check_output_folder, repo_path
+from lorakit.paths import atomic_path, check_output_file, check_output_folder, repo_path
 from lorakit.pipeline import LORA_TARGETS, TEXT_LORA_TARGETS, quiet_loading
 
 CONV_TARGETS = ("conv1", "conv2")  # the 3x3 convolutions inside every UNet ResNet block
@@ -86,6 +86,11 @@ def load_adapter(pipe: StableDiffusionPipeline, path: str | Path, name: str) -> 
     When a second adapter is loaded, transformers reports the first one's text-encoder weights as
     "MISSING ... newly initialized": they are only absent from the new file, and stay untouched.
     """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name the adapter (a non-empty string, e.g. 'orange'), got {name!r}")
+    if _has_adapter(pipe.unet, name) or _has_adapter(pipe.text_encoder, name):
+        raise ValueError(f"the pipeline already has an adapter named {name!r}; choose another name, "
+                         "or pipe.delete_adapters(name) first")
     info = inspect_lora(path, pipe)  # a file that does not fit is explained before the pipeline changes
     if info.problems:
         raise LoraFileError(f"{Path(path).name} cannot be loaded into this pipeline ({len(info.problems)} problems): "
@@ -117,10 +122,14 @@ def _metadata(model: torch.nn.Module, name: str) -> dict:
     return model.peft_config[name].to_dict()
 
 
-def save_adapter(pipe: StableDiffusionPipeline, path: str | Path, name: str = "default") -> Path:
-    """Write the adapter as one diffusers LoRA file (with its LoraConfig, so alpha survives); atomic."""
+def save_adapter(pipe: StableDiffusionPipeline, path: str | Path, name: str = "default", overwrite: bool = False) -> Path:
+    """Write the adapter as one diffusers LoRA file (with its LoraConfig, so alpha survives); atomic.
+
+    An existing file at `path` is replaced only with `overwrite=True`.
+    """
     path = Path(path)
     state = adapter_state(pipe, name)
+    check_output_file(path, overwrite, "LoRA file")
     with atomic_path(path) as tmp:
         StableDiffusionPipeline.save_lora_weights(
             tmp.parent,
@@ -181,7 +190,8 @@ class CheckpointSaver:
             for stale in self._stale:  # an earlier run's checkpoints (overwrite=True): never mixed with this run's
                 stale.unlink(missing_ok=True)
             self._stale = []
-            self.paths[step] = save_adapter(self.pipe, self.folder / f"step_{step:06d}.safetensors", self.name)
+            path = self.folder / f"step_{step:06d}.safetensors"  # in a folder checked to be this saver's
+            self.paths[step] = save_adapter(self.pipe, path, self.name, overwrite=True)
 
 
 def list_checkpoints(folder: str | Path) -> dict[int, Path]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -117,6 +117,15 @@ def _all_words() -> list[str]:
     return [w for ws in ATTRIBUTES.values() for w in ws]
 
 
+def _is_classifier_file(path: Path) -> bool:
+    """True for a safetensors file holding exactly the classifier's weights (what save_classifier writes)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return set(f.keys()) == set(AttributeClassifier().state_dict())
+    except Exception:  # not safetensors at all
+        return False
+
+
 def train_classifier(
     out: str | Path | None = None,
     n_train: int = 24_000,
@@ -137,7 +146,7 @@ def train_classifier(
     if not lr > 0:
         raise ValueError(f"lr must be a positive learning rate, got {lr!r}")
     if out is not None:
-        check_output_file(out, overwrite, "classifier file", flag="--overwrite (overwrite=True)")
+        check_output_file(out, overwrite, "classifier file", flag="--overwrite (overwrite=True)", is_own=_is_classifier_file)
     torch.manual_seed(seed)
     dev = pick_device(device)
     train = make_dataset(n_train, seed=seed + 1, include=_all_words())

@@ -28,13 +28,12 @@ from diffusers import StableDiffusionPipeline
 from tqdm.auto import tqdm
 
 from lorakit.adapters import add_adapter
-from lorakit.finetune import EncodedData, noised_batch, optimizer_step
-from lorakit.pipeline import training_scheduler
-
+from lorakit.diffusion import EncodedData, noised_batch, optimizer_step
+from lorakit.pipeline import LORA_TARGETS, training_scheduler
 
 # ESD-x: only the cross-attention keys and values, the layers that read the prompt
 CROSS_ATTENTION_KV = ("attn2.to_k", "attn2.to_v")
-ALL_ATTENTION = ("to_k", "to_v", "to_q", "to_out.0")
+ALL_ATTENTION = LORA_TARGETS  # every attention projection, the kit's usual LoRA targets
 
 
 @dataclass(frozen=True)

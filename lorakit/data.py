@@ -249,6 +249,9 @@ def as_uint8(images) -> torch.Tensor:
             raise ValueError(f"image tensors must be (B, 3, H, W), got shape {tuple(images.shape)}")
         if images.dtype == torch.uint8:
             return images.cpu()
+        if not images.is_floating_point():
+            raise ValueError(f"integer images must be uint8 (0..255), got {images.dtype}; convert with "
+                             ".to(torch.uint8), or pass floats in [0, 1]")
         if images.numel():
             _check_unit_range(float(images.min()), float(images.max()))
         return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
@@ -276,6 +279,8 @@ def make_dataset(
         raise ValueError(f"n={n:,} images would need {n * _BYTES_PER_IMAGE / 1e9:.1f} GB of memory "
                          f"({_BYTES_PER_IMAGE // 1024} KiB each); the limit is {MAX_IMAGES:,} "
                          f"({MAX_IMAGES * _BYTES_PER_IMAGE / 1e9:.1f} GB). Draw fewer, or several datasets with other seeds")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
     if not 0.0 <= size_word_prob <= 1.0:
         raise ValueError(f"size_word_prob is a probability in [0, 1], got {size_word_prob}")
     allowed = _allowed_values(include, exclude)

@@ -13,12 +13,13 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from lorakit.lora import linear_names
+from lorakit.lora import linear_names, matches_target
+from lorakit.pipeline import LORA_TARGETS
 
 
 def _targeted(model: nn.Module, targets: Iterable[str]) -> list[str]:
     targets = list(targets)
-    return [n for n in linear_names(model) if any(n == t or n.endswith("." + t) for t in targets)]
+    return [n for n in linear_names(model) if any(matches_target(n, t) for t in targets)]
 
 
 def weight_deltas(base: nn.Module, tuned: nn.Module, targets: Iterable[str]) -> dict[str, torch.Tensor]:
@@ -37,7 +38,7 @@ def weight_deltas(base: nn.Module, tuned: nn.Module, targets: Iterable[str]) -> 
 
 @torch.no_grad()
 def extract_lora(
-    base: nn.Module, tuned: nn.Module, rank: int, targets: Iterable[str] = ("to_q", "to_k", "to_v", "to_out.0")
+    base: nn.Module, tuned: nn.Module, rank: int, targets: Iterable[str] = LORA_TARGETS
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Rank-r LoRA factors of tuned - base (peft key names, alpha = rank so the scale is 1).
 

@@ -1,4 +1,4 @@
-"""Fine-tuning the tiny pipeline with the diffusion (noise-prediction) loss.
+"""Fine-tuning the tiny pipeline with the diffusion (noise-prediction) loss, and what it costs.
 
 The loop trains whatever parameters of `pipe.unet` and `pipe.text_encoder` require gradients:
 LoRA factors after `lorakit.lora.add_lora` or peft's `add_adapter`, or every weight for full
@@ -9,114 +9,22 @@ encoder is frozen.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import StableDiffusionPipeline
 from tqdm.auto import tqdm
-from transformers import CLIPTextModel, CLIPTokenizer
 
-from lorakit.data import ShapesDataset, augmented, to_model_range
+from lorakit.data import ShapesDataset, augmented
+from lorakit.diffusion import EncodedData, denoising_loss, encode_data, optimizer_step
 from lorakit.lora import add_lora, lora_layers, merged_lora_names, peft_lora_names, remove_lora
-from lorakit.memory import TrainingBytes, training_bytes
+from lorakit.memory import TrainingBytes, measure_peak_memory, training_bytes
 from lorakit.pipeline import DEFAULT_STEPS, LORA_TARGETS, TEXT_LORA_TARGETS, generate, training_scheduler
-
-
-@dataclass
-class EncodedData:
-    """A dataset pushed through the frozen VAE (and, unless it trains, the text encoder) once."""
-
-    latent_mean: torch.Tensor  # (N, 4, 8, 8), unscaled
-    latent_std: torch.Tensor  # (N, 4, 8, 8)
-    ids: torch.Tensor  # (N, 16) token ids of each caption
-    empty_ids: torch.Tensor  # (1, 16) the empty prompt's, for caption dropout
-    text: torch.Tensor | None = None  # (N, 16, 64) text-encoder outputs for each caption
-    empty_text: torch.Tensor | None = None  # (1, 16, 64)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-@torch.no_grad()
-def encode_parts(
-    vae: AutoencoderKL,
-    tokenizer: CLIPTokenizer,
-    text_encoder: CLIPTextModel | None,
-    data: ShapesDataset,
-    batch_size: int = 256,
-) -> EncodedData:
-    """Encode images (posterior mean and std) and tokenize captions; embed them too if a text encoder is given."""
-    dev = vae.device
-    means, stds = [], []
-    for i in range(0, len(data), batch_size):
-        dist = vae.encode(to_model_range(data.images[i : i + batch_size]).to(dev)).latent_dist
-        means.append(dist.mean)
-        stds.append(dist.std)
-    ids = tokenizer(data.captions, padding="max_length", truncation=True, return_tensors="pt").input_ids
-    empty_ids = tokenizer([""], padding="max_length", return_tensors="pt").input_ids
-    enc = EncodedData(torch.cat(means), torch.cat(stds), ids, empty_ids)
-    if text_encoder is not None:
-        enc.text = torch.cat([text_encoder(ids[i : i + batch_size].to(dev))[0] for i in range(0, len(ids), batch_size)])
-        enc.empty_text = text_encoder(empty_ids.to(dev))[0]
-    return enc
-
-
-def encode_data(pipe: StableDiffusionPipeline, data: ShapesDataset, batch_size: int = 256) -> EncodedData:
-    """Encode a dataset with a pipeline's frozen VAE, tokenizer and text encoder."""
-    return encode_parts(pipe.vae, pipe.tokenizer, pipe.text_encoder, data, batch_size)
-
-
-def denoising_loss(
-    unet: UNet2DConditionModel,
-    text_encoder: CLIPTextModel,
-    enc: EncodedData,
-    batch_size: int,
-    gen: torch.Generator,
-    schedule: DDPMScheduler,
-    scaling_factor: float,
-    caption_dropout: float,
-    run_text_encoder: bool,
-) -> torch.Tensor:
-    """One batch's noise-prediction loss: MSE between the noise added to latents and the UNet's guess.
-
-    Draws, in this order from `gen`: the batch, the latent sample, the noise, the timesteps, and which
-    captions drop to "". Uses the cached text embeddings unless `run_text_encoder` (it is training).
-    """
-    dev = unet.device
-    idx, noisy, noise, t = noised_batch(enc, batch_size, gen, schedule, scaling_factor, dev)
-    drop = torch.rand(batch_size, generator=gen) < caption_dropout
-    if run_text_encoder:
-        ids = torch.where(drop[:, None], enc.empty_ids, enc.ids[idx])  # (B, 16)
-        text = text_encoder(ids.to(dev))[0]
-    else:
-        text = torch.where(drop.to(dev)[:, None, None], enc.empty_text, enc.text[idx])  # (B, 16, 64)
-    return F.mse_loss(unet(noisy, t, encoder_hidden_states=text).sample, noise)
-
-
-def noised_batch(
-    enc: EncodedData, batch_size: int, gen: torch.Generator, schedule: DDPMScheduler, scaling_factor: float,
-    dev: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Draw a batch, its latent sample, noise and timesteps from `gen`, in that order: (idx, noisy latents, noise, t)."""
-    idx = torch.randint(0, len(enc), (batch_size,), generator=gen)
-    eps = torch.randn(enc.latent_mean[idx].shape, generator=gen).to(dev)
-    latents = (enc.latent_mean[idx] + enc.latent_std[idx] * eps) * scaling_factor  # (B, 4, 8, 8)
-    noise = torch.randn(latents.shape, generator=gen).to(dev)
-    t = torch.randint(0, schedule.config.num_train_timesteps, (batch_size,), generator=gen).to(dev)
-    return idx, schedule.add_noise(latents, noise, t), noise, t
-
-
-def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, step: int, lr: float) -> float:
-    """Backpropagate a loss and step the optimizer; a NaN or infinite loss stops with advice instead."""
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"the loss became {loss.item()} at step {step}: lower the learning rate (lr={lr})")
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss.item()
 
 
 def check_training_args(steps: int, lr: float | None, batch_size: int = 1) -> None:
@@ -126,6 +34,12 @@ def check_training_args(steps: int, lr: float | None, batch_size: int = 1) -> No
             raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
     if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive, finite learning rate, got {lr!r}")
+
+
+def _check_data(data: object, name: str) -> None:
+    if not isinstance(data, (ShapesDataset, EncodedData)):
+        raise TypeError(f"{name} must be a ShapesDataset (lorakit.data.make_dataset) or EncodedData "
+                        f"(lorakit.diffusion.encode_data), got {type(data).__name__}")
 
 
 def train(
@@ -164,6 +78,9 @@ def train(
     - `augment`: train on every flipped and shifted view of the images (`lorakit.data.augmented`).
     """
     check_training_args(steps=steps, lr=lr, batch_size=batch_size)
+    _check_data(data, "data")
+    if prior is not None:
+        _check_data(prior, "prior")
     if not 0.0 <= caption_dropout < 1.0:
         raise ValueError(f"caption_dropout is a share of samples in [0, 1), got {caption_dropout!r}")
     if not (math.isfinite(weight_decay) and weight_decay >= 0):
@@ -267,6 +184,7 @@ def finetune(
     for name, prompts in (("concept_prompts", concept_prompts), ("base_prompts", base_prompts)):
         if isinstance(prompts, str):
             raise TypeError(f"{name} must be a list of prompts; got the string {prompts!r} (write [{prompts!r}])")
+    _check_data(data, "data")
     already = [n for part in (pipe.unet, pipe.text_encoder) for n in list(lora_layers(part)) + peft_lora_names(part)]
     if already:
         raise ValueError(f"the pipeline already has LoRA layers (e.g. {already[0]}), from an earlier finetune or "
@@ -316,3 +234,29 @@ def finetune(
     history.seconds = time.perf_counter() - clock["start"] - clock["paused"]
     history.memory = training_bytes(params, opt)
     return pipe, history
+
+
+def peak_training_memory(method: str, rank: int = 4, steps: int = 5) -> int:
+    """Peak RSS rise while fine-tuning `steps` steps, measured in a fresh Python process.
+
+    A fresh process, because memory freed by earlier runs in this one is reused by the allocator
+    and would hide part of the peak.
+    """
+    code = f"from lorakit.finetune import _memory_probe; _memory_probe({method!r}, {int(rank)}, {int(steps)})"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"the memory probe failed:\n{done.stderr[-2000:]}")
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def _memory_probe(method: str, rank: int, steps: int) -> None:
+    """Run in a subprocess by peak_training_memory: print the peak RSS rise in bytes."""
+    from lorakit.data import make_dataset
+    from lorakit.pipeline import load_pipeline
+
+    pipe = load_pipeline(device="cpu")
+    data = encode_data(pipe, make_dataset(64, seed=0, include=["orange"]))
+    with measure_peak_memory("cpu") as peak:
+        finetune(pipe, data, method=method, rank=rank, steps=steps, progress=False)
+    print(peak.peak_bytes)

@@ -27,7 +27,7 @@ from diffusers import StableDiffusionPipeline
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from lorakit.paths import atomic_path
+from lorakit.paths import atomic_path, check_output_file
 
 FORMATS = ("diffusers", "kohya")
 _PARTS = {"unet": "lora_unet_", "text_encoder": "lora_te_"}
@@ -227,9 +227,9 @@ def _lora_file(path: Path) -> Path:
         found = sorted(path.glob("*.safetensors"))
         if len(found) == 1:
             return found[0]
-        raise LoraFileError(f"the folder {path} holds {'no' if not found else len(found)} .safetensors files "
-                            f"({', '.join(p.name for p in found[:4])}); expected one of {list(_FOLDER_FILES)}, "
-                            "or give the file's path")
+        listed = f" ({', '.join(p.name for p in found[:4])})" if found else ""
+        raise LoraFileError(f"the folder {path} holds {'no' if not found else len(found)} .safetensors files{listed}; "
+                            f"expected one of {list(_FOLDER_FILES)}, or give the file's path")
     if not path.is_file():
         raise FileNotFoundError(f"no LoRA file at {path}")
     return path
@@ -381,12 +381,13 @@ def load_lora(path: str | Path, pipe: StableDiffusionPipeline | None = None) -> 
 
 
 def save_lora(state_dict: dict[str, torch.Tensor], path: str | Path, format: str = "diffusers",
-              alpha: float | dict[str, float] | None = None) -> Path:
+              alpha: float | dict[str, float] | None = None, overwrite: bool = False) -> Path:
     """Write a LoRA (diffusers/peft keys, or kohya keys with .alpha) as `format`, atomically, alpha kept.
 
     A diffusers/peft dict carries no alpha: pass `alpha` (one float, or per "unet.<module>"); a kohya
     dict brings its own. A diffusers file stores alpha in the metadata diffusers reads back
-    (`unet_lora_adapter_metadata`), with an alpha_pattern where layers differ.
+    (`unet_lora_adapter_metadata`), with an alpha_pattern where layers differ. An existing file
+    at `path` is replaced only with `overwrite=True`; everything is checked before anything is written.
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
@@ -418,6 +419,7 @@ def save_lora(state_dict: dict[str, torch.Tensor], path: str | Path, format: str
     problems = _value_problems(factors, alphas)
     if problems:
         raise ValueError(f"refusing to write {path.name}: " + "; ".join(problems[:3]))
+    check_output_file(path, overwrite, "LoRA file")
     if format == "kohya":
         with atomic_path(path) as tmp:
             save_file(to_kohya(peft_state, alphas), str(tmp), metadata={"ss_network_module": "networks.lora"})

@@ -113,7 +113,7 @@ def linear_names(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
 
 
-def _matches(name: str, target: str) -> bool:
+def matches_target(name: str, target: str) -> bool:
     """peft's rule: a target matches a module name exactly or as its dotted suffix."""
     return name == target or name.endswith("." + target)
 
@@ -153,15 +153,15 @@ def add_lora(
     existing = lora_layers(model)
     inside = tuple(f"{n}." for n in existing)
     names = [n for n in linear_names(model) if not n.startswith(inside)]  # not the base Linear of a LoRA layer
-    again = sorted(n for n in existing if any(_matches(n, t) for t in targets))
+    again = sorted(n for n in existing if any(matches_target(n, t) for t in targets))
     if again:
         raise ValueError(f"{len(again)} target layer(s) already have LoRA (e.g. {again[:2]}): a layer takes one "
                          "adapter here; call remove_lora(model) first, or load a fresh model")
-    unknown = [t for t in targets if not any(_matches(n, t) for n in names)]
+    unknown = [t for t in targets if not any(matches_target(n, t) for n in names)]
     if unknown:
         suffixes = sorted({n.rsplit(".", 1)[-1] for n in names} | {".".join(n.rsplit(".", 2)[-2:]) for n in names if "." in n})
         raise ValueError(f"target module(s) {unknown} match no nn.Linear in the model; valid names end with one of: {suffixes}")
-    chosen = [n for n in names if any(_matches(n, t) for t in targets)]
+    chosen = [n for n in names if any(matches_target(n, t) for t in targets)]
     for name in chosen:  # every layer's rank and alpha checked before the first one is wrapped
         layer = model.get_submodule(name)
         _check_rank_alpha(rank, alpha, layer.in_features, layer.out_features, dropout)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -23,10 +20,6 @@ class TrainingBytes:
     param_bytes: int
     grad_bytes: int
     optimizer_bytes: int
-
-    @property
-    def total_bytes(self) -> int:
-        return self.param_bytes + self.grad_bytes + self.optimizer_bytes
 
 
 def training_bytes(params: Iterable[torch.nn.Parameter], optimizer: torch.optim.Optimizer | None = None) -> TrainingBytes:
@@ -85,30 +78,3 @@ def measure_peak_memory(device: str | torch.device = "cpu", interval: float = 0.
         thread.join()
         peak[0] = max(peak[0], proc.memory_info().rss)
         result.peak_bytes = peak[0] - start
-
-
-def peak_training_memory(method: str, rank: int = 4, steps: int = 5) -> int:
-    """Peak RSS rise while fine-tuning `steps` steps, measured in a fresh Python process.
-
-    A fresh process, because memory freed by earlier runs in this one is reused by the allocator
-    and would hide part of the peak.
-    """
-    code = f"from lorakit.memory import _probe; _probe({method!r}, {int(rank)}, {int(steps)})"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
-    if done.returncode != 0:
-        raise RuntimeError(f"the memory probe failed:\n{done.stderr[-2000:]}")
-    return int(done.stdout.strip().splitlines()[-1])
-
-
-def _probe(method: str, rank: int, steps: int) -> None:
-    """Run in a subprocess by peak_training_memory: print the peak RSS rise in bytes."""
-    from lorakit.data import make_dataset
-    from lorakit.finetune import encode_data, finetune
-    from lorakit.pipeline import load_pipeline
-
-    pipe = load_pipeline(device="cpu")
-    data = encode_data(pipe, make_dataset(64, seed=0, include=["orange"]))
-    with measure_peak_memory("cpu") as peak:
-        finetune(pipe, data, method=method, rank=rank, steps=steps, progress=False)
-    print(peak.peak_bytes)

@@ -48,7 +48,7 @@ class Factors:
         return self.scale * self.B @ self.A
 
 
-def lora_layers(pipe: StableDiffusionPipeline) -> dict[str, LoraLayer]:
+def adapted_layers(pipe: StableDiffusionPipeline) -> dict[str, LoraLayer]:
     """Every peft LoRA layer of the UNet and text encoder, keyed "unet.<module>" / "text_encoder.<module>"."""
     return {f"{part}.{name}": module for part in _COMPONENTS
             for name, module in getattr(pipe, part).named_modules() if isinstance(module, LoraLayer)}
@@ -58,9 +58,9 @@ def lora_factors(pipe: StableDiffusionPipeline, adapter: str) -> dict[str, Facto
     """The factors of one named adapter in every layer it adapts."""
     found = {name: Factors(layer.lora_A[adapter].weight.detach().clone(), layer.lora_B[adapter].weight.detach().clone(),
                            float(layer.scaling[adapter]))
-             for name, layer in lora_layers(pipe).items() if adapter in layer.lora_A}
+             for name, layer in adapted_layers(pipe).items() if adapter in layer.lora_A}
     if not found:
-        names = sorted({a for layer in lora_layers(pipe).values() for a in layer.lora_A})
+        names = sorted({a for layer in adapted_layers(pipe).values() for a in layer.lora_A})
         raise KeyError(f"no adapter named {adapter!r} in the pipeline; it has {names or 'none'} "
                        "(load one with pipe.load_lora_weights(path, adapter_name=...))")
     return found
@@ -153,10 +153,12 @@ class Mixer:
     """
 
     def __init__(self, pipe: StableDiffusionPipeline, a: str, b: str) -> None:
+        if a == b:
+            raise ValueError(f"mix two different adapters; got {a!r} twice")
         self.pipe, self.a, self.b = pipe, a, b
         self.fa, self.fb = lora_factors(pipe, a), lora_factors(pipe, b)
         _check_same_layers(self.fa, self.fb)
-        self.layers = {k: v for k, v in lora_layers(pipe).items() if k in self.fa}
+        self.layers = {k: v for k, v in adapted_layers(pipe).items() if k in self.fa}
         not_linear = [k for k, v in self.layers.items() if not isinstance(v.get_base_layer(), nn.Linear)]
         if not_linear:
             raise ValueError(f"Mixer mixes adapters on Linear layers; these adapt other layers: {not_linear[:3]}")

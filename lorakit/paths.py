@@ -77,11 +77,17 @@ def check_output_folder(path: str | Path, is_own: Callable[[Path], bool], what: 
     return path
 
 
-def check_output_file(path: str | Path, overwrite: bool, what: str = "file", flag: str = "overwrite=True") -> Path:
-    """Check that a file may be written at `path`: refuse a folder there, and an existing file without `overwrite`."""
+def check_output_file(path: str | Path, overwrite: bool, what: str = "file", flag: str = "overwrite=True",
+                      is_own: Callable[[Path], bool] | None = None) -> Path:
+    """Check that a file may be written at `path`: refuse a folder there, and an existing file without `overwrite`.
+
+    With `is_own`, an existing file that is not one of the writer's own kind is refused whatever the flag.
+    """
     path = Path(path)
     if path.is_dir():
         raise OutputExistsError(f"{path} is a folder; give a file path for the {what}, e.g. {path / 'out.safetensors'}")
+    if path.exists() and is_own is not None and not is_own(path):
+        raise OutputExistsError(f"{path} exists and is not a {what}; nothing was changed. Give a new file name")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; nothing was changed. Pass {flag} to replace it, "
                                 "or give a new file name")

@@ -7,6 +7,7 @@ from data/tiny-sd, so every diffusers/peft call on it works the same on a real c
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -251,6 +252,11 @@ def generate(
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     _check_generate_args(prompts, num_inference_steps, guidance_scale, n_per_prompt, seed)
+    accepted = inspect.signature(pipe.__call__).parameters
+    unknown = sorted(k for k in kwargs if k not in accepted)
+    if unknown:  # diffusers would drop them silently
+        raise TypeError(f"generate() got keyword(s) {unknown} that neither it nor the pipeline takes (the pipeline "
+                        "would ignore them silently); e.g. num_inference_steps=, guidance_scale=, cross_attention_kwargs=")
     prompts = [p for p in prompts for _ in range(n_per_prompt)]
     unknown = sorted({w for p in prompts for w in unknown_words(p)})
     if unknown:

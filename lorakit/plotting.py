@@ -20,6 +20,11 @@ def show_grid(
     """Show a batch of images in a grid, optionally one small title per image; returns the figure."""
     pixels = as_uint8(images).permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
     n = len(pixels)
+    if n == 0:
+        raise ValueError("no images to show (the batch is empty)")
+    if isinstance(titles, str):
+        raise TypeError(f"titles must be a list with one title per image; got the string {titles!r} "
+                        "(for one heading over the grid use suptitle=)")
     if titles is not None and len(titles) != n:
         raise ValueError(f"got {n} images but {len(titles)} titles")
     ncols = max(1, min(ncols, n))

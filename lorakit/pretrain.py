@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from lorakit.data import ATTRIBUTES, make_dataset, pretraining_prompts, to_model_range
 from lorakit.devices import device as pick_device
-from lorakit.finetune import denoising_loss, encode_parts
+from lorakit.diffusion import denoising_loss, encode_parts
 from lorakit.paths import RUNS_DIR, atomic_folder, atomic_path, check_output_folder, repo_path, swap_in
 from lorakit.pipeline import (
     assemble_pipeline,
@@ -260,6 +260,12 @@ def quick_accuracy(pipe: StableDiffusionPipeline, n_per_prompt: int = 2, seed: i
     return attribute_accuracy(generate(pipe, prompts, seed=seed), prompts)
 
 
+def _nested(a: Path, b: Path) -> bool:
+    """True if two folders are the same or one lies inside the other."""
+    a, b = a.resolve(), b.resolve()
+    return a == b or a in b.parents or b in a.parents
+
+
 def _is_work_folder(path: Path) -> bool:
     return {p.name for p in path.iterdir()} == {CHECKPOINT_NAME}
 
@@ -286,6 +292,9 @@ def pretrain(
     ckpt = work_dir / CHECKPOINT_NAME
     if out is not None:
         out = Path(out)
+        if _nested(out, work_dir):
+            raise ValueError(f"the pipeline folder {out} and the work folder {work_dir} must be separate folders, "
+                             "neither inside the other (e.g. --out runs/tiny-sd --work-dir runs/pretrain)")
         check_output_folder(out, is_pipeline_folder, "pipeline folder", overwrite, flag="--overwrite (overwrite=True)")
     if resume:
         if not ckpt.is_file():
@@ -295,7 +304,16 @@ def pretrain(
                             flag="--resume to continue it, or --overwrite (overwrite=True) to start afresh")
     run = _Run(cfg, dev)
     if resume:
-        run.load_state_dict(torch.load(ckpt, map_location=dev, weights_only=False))
+        try:  # the kit's own checkpoint (it holds a generator state, so not weights_only)
+            state = torch.load(ckpt, map_location=dev, weights_only=False)
+            missing = {"config", "stage", "step", "vae", "unet", "text_encoder"} - set(state)
+        except Exception as err:  # a truncated or foreign file fails in many ways; all mean the same here
+            raise ValueError(f"the checkpoint {ckpt} is unreadable ({type(err).__name__}); run without --resume "
+                             "(with --overwrite) to start afresh") from err
+        if missing:
+            raise ValueError(f"{ckpt} is not a pre-training checkpoint (missing {sorted(missing)}); run without "
+                             "--resume (with --overwrite) to start afresh")
+        run.load_state_dict(state)
         tqdm.write(f"resumed at stage {run.stage!r}, step {run.step}")
 
     started = time.perf_counter()

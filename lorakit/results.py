@@ -28,11 +28,3 @@ def save_results(notebook: str, results: dict) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text + "\n")
     return path
-
-
-def load_results(notebook: str, quick: bool | None = None) -> dict:
-    """Read a notebook's results; a clear error says which notebook to run if they are missing."""
-    path = results_path(notebook, quick)
-    if not path.is_file():
-        raise FileNotFoundError(f"no results for {notebook} at {path}: run notebooks/{notebook}.ipynb first")
-    return json.loads(path.read_text())

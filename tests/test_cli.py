@@ -99,3 +99,24 @@ def test_train_classifier_writes_a_new_file(tmp_path, capsys):
     out = tmp_path / "clf.safetensors"
     main(["train-classifier", "--out", str(out), "--steps", "2"])
     assert out.is_file() and "held-out accuracy" in capsys.readouterr().out
+
+
+def test_overwrite_replaces_only_a_classifier_file_never_another_file(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the learner's notes")
+    err = _fails(["train-classifier", "--out", str(notes), "--overwrite", "--steps", "1"], capsys)
+    assert "is not a classifier file" in err and notes.read_text() == "the learner's notes"
+
+
+def test_out_and_work_dir_must_be_separate_before_any_training(tmp_path, capsys):
+    for out, work in ((tmp_path / "same", tmp_path / "same"), (tmp_path / "w" / "out", tmp_path / "w")):
+        err = _fails(["pretrain", "--out", str(out), "--work-dir", str(work)], capsys)
+        assert "separate folders" in err
+
+
+def test_resuming_from_an_unreadable_checkpoint_says_how_to_start_afresh(tmp_path, capsys):
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "checkpoint.pt").write_bytes(b"not a checkpoint at all")
+    err = _fails(["pretrain", "--out", str(tmp_path / "o"), "--work-dir", str(work), "--resume"], capsys)
+    assert "unreadable" in err and "--overwrite" in err

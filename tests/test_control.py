@@ -11,7 +11,7 @@ from lorakit.control import (
     train_control,
 )
 from lorakit.data import make_dataset
-from lorakit.finetune import encode_data
+from lorakit.diffusion import encode_data
 from lorakit.pipeline import load_pipeline
 
 

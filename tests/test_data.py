@@ -182,3 +182,16 @@ def test_model_range_images_are_refused_with_the_conversion():
     with pytest.raises(ValueError, match="NaN"):
         as_uint8(torch.full((1, 3, 4, 4), float("nan")))
     assert as_uint8(torch.zeros(1, 3, 4, 4)).dtype == torch.uint8
+
+
+def test_more_bad_inputs_get_their_fix():
+    from lorakit.plotting import show_grid
+
+    with pytest.raises(ValueError, match="seed must be"):
+        make_dataset(4, seed=-1)
+    with pytest.raises(ValueError, match="empty"):
+        show_grid(torch.zeros(0, 3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="suptitle"):
+        show_grid(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), titles="ab")
+    with pytest.raises(ValueError, match="uint8"):
+        as_uint8(torch.randint(0, 2, (2, 3, 8, 8)))

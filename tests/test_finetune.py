@@ -5,7 +5,8 @@ from torch import nn
 from lorakit.adapters import add_adapter
 from lorakit.data import few_shot_instance, make_dataset
 from lorakit.extract import effective_rank, extract_lora, weight_deltas
-from lorakit.finetune import encode_data, finetune, train
+from lorakit.diffusion import encode_data
+from lorakit.finetune import finetune, train
 from lorakit.lora import add_lora, load_lora_state_dict
 from lorakit.memory import measure_peak_memory, training_bytes
 from lorakit.pipeline import load_pipeline
@@ -123,7 +124,7 @@ def test_training_bytes_and_peak_memory():
 
 
 def test_peak_training_memory_runs_in_a_fresh_process():
-    from lorakit.memory import peak_training_memory
+    from lorakit.finetune import peak_training_memory
 
     assert peak_training_memory("lora", rank=1, steps=1) > 0
     with pytest.raises(RuntimeError, match="memory probe failed"):
@@ -195,3 +196,8 @@ def test_train_refuses_merged_adapters_and_impossible_batches(encoded):
     peft_pipe.fuse_lora()
     with pytest.raises(ValueError, match="merged"):
         train(peft_pipe, encoded, 1, progress=False)
+
+
+def test_data_of_the_wrong_type_is_named():
+    with pytest.raises(TypeError, match="ShapesDataset"):
+        finetune(load_pipeline(device="cpu"), [1, 2], steps=1, progress=False)

@@ -138,7 +138,7 @@ def test_save_lora_refuses_an_impossible_alpha_and_writes_nothing(shipped, tmp_p
 
 
 def test_save_lora_onto_a_folder_names_the_users_path(shipped, tmp_path):
-    with pytest.raises(IsADirectoryError, match=f"{tmp_path} is a folder"):
+    with pytest.raises((IsADirectoryError, FileExistsError), match=f"{tmp_path} is a folder; give a file path"):
         save_lora(shipped[0], tmp_path, alpha=8.0)
 
 
@@ -294,3 +294,27 @@ def test_readers_read_right_or_raise_their_own_error_and_never_change_the_pipeli
             assert all(v.is_floating_point() and torch.isfinite(v).all() for v in result.values())
     after = {k: v for part in (pipe.unet, pipe.text_encoder) for k, v in part.state_dict().items()}
     assert after.keys() == before.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_saving_never_replaces_an_existing_file_without_overwrite(shipped, tmp_path):
+    from lorakit.adapters import add_adapter, save_adapter
+
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(b"someone's LoRA")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        save_lora(shipped[0], mine, alpha=8.0)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        save_adapter(add_adapter(load_pipeline(device="cpu"), rank=1), mine)
+    assert mine.read_bytes() == b"someone's LoRA"
+    save_lora(shipped[0], mine, alpha=8.0, overwrite=True)
+    assert inspect_lora(mine).problems == []
+
+
+def test_load_adapter_names_a_clash_and_a_missing_name(tmp_path):
+    from lorakit.adapters import load_adapter
+
+    pipe = load_adapter(load_pipeline(device="cpu"), adapter_path("orange"), "orange")
+    with pytest.raises(ValueError, match="already has an adapter named 'orange'"):
+        load_adapter(pipe, adapter_path("striped"), "orange")
+    with pytest.raises(ValueError, match="non-empty string"):
+        load_adapter(pipe, adapter_path("striped"), None)

@@ -299,7 +299,8 @@ def test_scratch_and_peft_train_identically_on_the_unet():
     from peft.utils import set_peft_model_state_dict
 
     from lorakit.data import make_dataset
-    from lorakit.finetune import encode_data, train
+    from lorakit.diffusion import encode_data
+    from lorakit.finetune import train
     from lorakit.pipeline import LORA_TARGETS, load_pipeline
 
     scratch, peft_pipe = load_pipeline(device="cpu"), load_pipeline(device="cpu")

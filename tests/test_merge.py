@@ -193,3 +193,8 @@ def test_mixer_refuses_non_finite_weights(mixer, bad):
         mixer.apply("weight", **bad)
     with pytest.raises(ValueError, match="finite"):
         mixer.apply_single("orange", float("nan"))
+
+
+def test_a_mixer_needs_two_different_adapters(mixer):
+    with pytest.raises(ValueError, match="twice"):
+        Mixer(mixer.pipe, "orange", "orange")

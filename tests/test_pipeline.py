@@ -155,3 +155,8 @@ def test_a_corrupted_text_encoder_file_is_named_with_the_rebuild_command(tmp_pat
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ValueError, match=r"text_encoder/.*safetensors could not be loaded.*python -m lorakit pretrain"):
         load_pipeline(broken, device="cpu")
+
+
+def test_generate_refuses_keywords_the_pipeline_would_ignore(pipe):
+    with pytest.raises(TypeError, match=r"\['steps'\].*num_inference_steps"):
+        generate(pipe, "a red circle", steps=1)

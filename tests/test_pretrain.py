@@ -60,7 +60,8 @@ def test_impossible_settings_are_refused_before_any_work(bad, tmp_path):
 
 
 def test_pretrain_checks_its_folders_before_training(tmp_path):
-    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="notes.txt"):
-        pretrain(out=tmp_path, work_dir=tmp_path / "w", config=PretrainConfig(vae_steps=1, unet_steps=1, n_images=8))
+        pretrain(out=tmp_path / "out", work_dir=tmp_path / "w", config=PretrainConfig(vae_steps=1, unet_steps=1, n_images=8))
     assert not (tmp_path / "w").exists()

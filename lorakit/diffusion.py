@@ -1,0 +1,112 @@
+"""The diffusion training primitives every training loop shares, model-agnostic.
+
+Pre-training (`lorakit.pretrain`), fine-tuning (`lorakit.finetune`, and through it DreamBooth) and
+the control adapters (`lorakit.control`) all train a denoiser the same way: images encoded once by
+the frozen VAE, a noised batch drawn from one generator, the noise-prediction (epsilon) loss, and
+an optimizer step that stops on a NaN loss. This module holds those pieces and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from lorakit.data import ShapesDataset, to_model_range
+
+
+@dataclass
+class EncodedData:
+    """A dataset pushed through the frozen VAE (and, unless it trains, the text encoder) once."""
+
+    latent_mean: torch.Tensor  # (N, 4, 8, 8), unscaled
+    latent_std: torch.Tensor  # (N, 4, 8, 8)
+    ids: torch.Tensor  # (N, 16) token ids of each caption
+    empty_ids: torch.Tensor  # (1, 16) the empty prompt's, for caption dropout
+    text: torch.Tensor | None = None  # (N, 16, 64) text-encoder outputs for each caption
+    empty_text: torch.Tensor | None = None  # (1, 16, 64)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@torch.no_grad()
+def encode_parts(
+    vae: AutoencoderKL,
+    tokenizer: CLIPTokenizer,
+    text_encoder: CLIPTextModel | None,
+    data: ShapesDataset,
+    batch_size: int = 256,
+) -> EncodedData:
+    """Encode images (posterior mean and std) and tokenize captions; embed them too if a text encoder is given."""
+    dev = vae.device
+    means, stds = [], []
+    for i in range(0, len(data), batch_size):
+        dist = vae.encode(to_model_range(data.images[i : i + batch_size]).to(dev)).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+    ids = tokenizer(data.captions, padding="max_length", truncation=True, return_tensors="pt").input_ids
+    empty_ids = tokenizer([""], padding="max_length", return_tensors="pt").input_ids
+    enc = EncodedData(torch.cat(means), torch.cat(stds), ids, empty_ids)
+    if text_encoder is not None:
+        enc.text = torch.cat([text_encoder(ids[i : i + batch_size].to(dev))[0] for i in range(0, len(ids), batch_size)])
+        enc.empty_text = text_encoder(empty_ids.to(dev))[0]
+    return enc
+
+
+def encode_data(pipe: StableDiffusionPipeline, data: ShapesDataset, batch_size: int = 256) -> EncodedData:
+    """Encode a dataset with a pipeline's frozen VAE, tokenizer and text encoder."""
+    return encode_parts(pipe.vae, pipe.tokenizer, pipe.text_encoder, data, batch_size)
+
+
+def denoising_loss(
+    unet: UNet2DConditionModel,
+    text_encoder: CLIPTextModel,
+    enc: EncodedData,
+    batch_size: int,
+    gen: torch.Generator,
+    schedule: DDPMScheduler,
+    scaling_factor: float,
+    caption_dropout: float,
+    run_text_encoder: bool,
+) -> torch.Tensor:
+    """One batch's noise-prediction loss: MSE between the noise added to latents and the UNet's guess.
+
+    Draws, in this order from `gen`: the batch, the latent sample, the noise, the timesteps, and which
+    captions drop to "". Uses the cached text embeddings unless `run_text_encoder` (it is training).
+    """
+    dev = unet.device
+    idx, noisy, noise, t = noised_batch(enc, batch_size, gen, schedule, scaling_factor, dev)
+    drop = torch.rand(batch_size, generator=gen) < caption_dropout
+    if run_text_encoder:
+        ids = torch.where(drop[:, None], enc.empty_ids, enc.ids[idx])  # (B, 16)
+        text = text_encoder(ids.to(dev))[0]
+    else:
+        text = torch.where(drop.to(dev)[:, None, None], enc.empty_text, enc.text[idx])  # (B, 16, 64)
+    return F.mse_loss(unet(noisy, t, encoder_hidden_states=text).sample, noise)
+
+
+def noised_batch(
+    enc: EncodedData, batch_size: int, gen: torch.Generator, schedule: DDPMScheduler, scaling_factor: float,
+    dev: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw a batch, its latent sample, noise and timesteps from `gen`, in that order: (idx, noisy latents, noise, t)."""
+    idx = torch.randint(0, len(enc), (batch_size,), generator=gen)
+    eps = torch.randn(enc.latent_mean[idx].shape, generator=gen).to(dev)
+    latents = (enc.latent_mean[idx] + enc.latent_std[idx] * eps) * scaling_factor  # (B, 4, 8, 8)
+    noise = torch.randn(latents.shape, generator=gen).to(dev)
+    t = torch.randint(0, schedule.config.num_train_timesteps, (batch_size,), generator=gen).to(dev)
+    return idx, schedule.add_noise(latents, noise, t), noise, t
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, step: int, lr: float) -> float:
+    """Backpropagate a loss and step the optimizer; a NaN or infinite loss stops with advice instead."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"the loss became {loss.item()} at step {step}: lower the learning rate (lr={lr})")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
