@@ -61,3 +61,21 @@ def test_pretraining_does_not_depend_on_fine_tuning():
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+# The parts of ARCHITECTURE.md: a module may import from its own part and earlier ones only.
+PARTS = {
+    0: {"paths", "config", "devices", "timing", "memory"},
+    1: {"data", "tokenizer", "pipeline", "classifier", "metrics", "diffusion", "pretrain"},
+    2: {"lora", "adapters", "formats", "merge", "extract"},
+    3: {"finetune", "dreambooth", "control", "concepts", "collapse", "evaluation", "interpolation"},
+    4: {"check", "claims", "results", "plotting", "widgets", "envcheck", "__main__", "__init__"},
+}
+
+
+def test_every_module_has_a_part_and_imports_point_backwards():
+    part = {m: p for p, modules in PARTS.items() for m in modules}
+    graph = _imports()
+    assert set(graph) == set(part), f"place new modules in ARCHITECTURE.md and PARTS: {set(graph) ^ set(part)}"
+    upward = [f"{m} ({part[m]}) -> {d} ({part[d]})" for m, deps in graph.items() for d in deps if part[d] > part[m]]
+    assert not upward, f"imports that point to a later part: {upward}"
