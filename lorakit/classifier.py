@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from lorakit.arguments import require_whole
 from lorakit.data import ATTRIBUTES, ShapesDataset, as_uint8, make_dataset
 from lorakit.devices import device as pick_device
 from lorakit.paths import CLASSIFIER_PATH, atomic_path, check_output_file
@@ -141,8 +142,7 @@ def train_classifier(
     An existing file at `out` is replaced only with `overwrite` (checked before training starts).
     """
     for name, value in (("n_train", n_train), ("steps", steps), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        require_whole(name, value)
     if not lr > 0:
         raise ValueError(f"lr must be a positive learning rate, got {lr!r}")
     if out is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from diffusers import StableDiffusionPipeline
 
+from lorakit.arguments import require_whole
 from lorakit.adapters import add_adapter, save_adapter
 from lorakit.data import ShapesDataset, concat_datasets, make_dataset
 from lorakit.finetune import train
@@ -68,8 +69,7 @@ def train_adapters(out: str | Path, steps: int = 250, seed: int = 0, device: str
 
     out = Path(out)
     check_output_folder(out, _is_adapters_folder, "folder of concept adapters", overwrite, flag="--overwrite (overwrite=True)")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
+    require_whole("steps", steps)
     report = {}
     with atomic_folder(out) as tmp:
         for concept in CONCEPTS:

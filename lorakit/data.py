@@ -15,6 +15,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
+from lorakit.arguments import require_whole
+
 IMAGE_SIZE = 32
 _SUPERSAMPLE = 4  # shapes are drawn at 4x and box-filtered down, so edges are anti-aliased
 BACKGROUND = (228, 228, 228)
@@ -279,8 +281,7 @@ def make_dataset(
         raise ValueError(f"n={n:,} images would need {n * _BYTES_PER_IMAGE / 1e9:.1f} GB of memory "
                          f"({_BYTES_PER_IMAGE // 1024} KiB each); the limit is {MAX_IMAGES:,} "
                          f"({MAX_IMAGES * _BYTES_PER_IMAGE / 1e9:.1f} GB). Draw fewer, or several datasets with other seeds")
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
+    require_whole("seed", seed, minimum=0)
     if not 0.0 <= size_word_prob <= 1.0:
         raise ValueError(f"size_word_prob is a probability in [0, 1], got {size_word_prob}")
     allowed = _allowed_values(include, exclude)

@@ -20,6 +20,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from tqdm.auto import tqdm
 
+from lorakit.arguments import require_whole
 from lorakit.data import ShapesDataset, augmented
 from lorakit.diffusion import EncodedData, denoising_loss, encode_data, optimizer_step
 from lorakit.lora import add_lora, lora_layers, merged_lora_names, peft_lora_names, remove_lora
@@ -29,9 +30,8 @@ from lorakit.pipeline import DEFAULT_STEPS, LORA_TARGETS, TEXT_LORA_TARGETS, gen
 
 def check_training_args(steps: int, lr: float | None, batch_size: int = 1) -> None:
     """Raise a clear ValueError for a step count, learning rate or batch size no training can use."""
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    require_whole("steps", steps)
+    require_whole("batch_size", batch_size)
     if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive, finite learning rate, got {lr!r}")
 
@@ -175,8 +175,8 @@ def finetune(
     if method not in ("lora", "full"):
         raise ValueError(f"method must be 'lora' or 'full', got {method!r}")
     check_training_args(steps=steps, lr=lr)
-    if method == "lora" and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
-        raise ValueError(f"rank must be a whole number >= 1, got {rank!r}")
+    if method == "lora":
+        require_whole("rank", rank)
     if alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"alpha must be > 0 (the scale is alpha / rank; leave it None for alpha = rank), got {alpha!r}")
     if not isinstance(eval_every, int) or eval_every < 0 or not isinstance(n_eval, int) or n_eval < 1:

@@ -189,6 +189,13 @@ def from_kohya(kohya_state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, tor
 _KOHYA_ENDINGS = (".lora_down.weight", ".lora_up.weight", ".alpha")
 
 
+def _check_factor_shapes(name: str, A: torch.Tensor, B: torch.Tensor) -> None:
+    """A (down) and B (up) make a LoRA: both 2-d (Linear) or both 4-d (Conv2d), with one rank r >= 1 between them."""
+    if A.ndim not in (2, 4) or B.ndim != A.ndim or A.shape[0] != B.shape[1] or A.shape[0] < 1:
+        raise LoraFileError(f"{name}: A/down {tuple(A.shape)} and B/up {tuple(B.shape)} do not make a LoRA "
+                            "(expected A (r, in[, kh, kw]) and B (out, r[, 1, 1]))")
+
+
 def _check_kohya_keys(state: dict[str, torch.Tensor]) -> None:
     """Every kohya layer has a down and an up factor of matching rank, and at most a scalar alpha."""
     layers: dict[str, dict[str, torch.Tensor]] = {}
@@ -202,9 +209,7 @@ def _check_kohya_keys(state: dict[str, torch.Tensor]) -> None:
         down, up, alpha = parts.get(".lora_down.weight"), parts.get(".lora_up.weight"), parts.get(".alpha")
         if down is None or up is None:
             raise LoraFileError(f"{stem}: only one factor (lora_down or lora_up missing); the file is incomplete")
-        if down.ndim not in (2, 4) or up.ndim != down.ndim or down.shape[0] != up.shape[1] or down.shape[0] < 1:
-            raise LoraFileError(f"{stem}: lora_down {tuple(down.shape)} and lora_up {tuple(up.shape)} do not make a "
-                                "LoRA (expected down (r, in[, kh, kw]) and up (out, r[, 1, 1]))")
+        _check_factor_shapes(stem, down, up)
         if alpha is not None and alpha.numel() != 1:
             raise LoraFileError(f"{stem}.alpha holds {alpha.numel()} numbers; alpha is one number per layer")
 
@@ -330,8 +335,8 @@ def _diffusers_alphas(metadata: dict[str, str], factors: dict[str, dict[str, tor
     return {m: float(f["A"].shape[0]) for m, f in factors.items()}, "missing: alpha = rank assumed"
 
 
-def _parse(path: Path) -> tuple[str, dict[str, dict[str, torch.Tensor]], dict[str, float], str]:
-    """(format, factors per "unet.<module>", alpha per module, where alpha came from) of any LoRA file layout."""
+def _parse(path: Path) -> tuple[str, dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]], dict[str, float], str]:
+    """(format, the file's tensors, factors per "unet.<module>", alpha per module, where alpha came from)."""
     state, metadata = read_state(path)
     fmt = _detect(state, path)
     if fmt == "kohya":
@@ -342,12 +347,9 @@ def _parse(path: Path) -> tuple[str, dict[str, dict[str, torch.Tensor]], dict[st
     else:
         factors = _factors(state)
         for module, f in factors.items():
-            if (f["A"].ndim not in (2, 4) or f["B"].ndim != f["A"].ndim or f["A"].shape[0] != f["B"].shape[1]
-                    or f["A"].shape[0] < 1):
-                raise LoraFileError(f"{module}: A {tuple(f['A'].shape)} and B {tuple(f['B'].shape)} do not make a "
-                                    "LoRA (expected A (r, in[, kh, kw]) and B (out, r[, 1, 1]))")
+            _check_factor_shapes(module, f["A"], f["B"])
         alphas, alpha_from = _diffusers_alphas(metadata, factors)
-    return fmt, factors, alphas, alpha_from
+    return fmt, state, factors, alphas, alpha_from
 
 
 def _value_problems(factors: dict[str, dict[str, torch.Tensor]], alphas: dict[str, float]) -> list[str]:
@@ -371,12 +373,12 @@ def load_lora(path: str | Path, pipe: StableDiffusionPipeline | None = None) -> 
     Never writes anything.
     """
     path = Path(path)
-    fmt, factors, alphas, _ = _parse(path)
+    fmt, state, factors, alphas, _ = _parse(path)
     problems = _value_problems(factors, alphas) + (_fit_problems(factors, pipe) if pipe is not None else [])
     if problems:
         raise LoraFileError(f"{path.name} cannot be used ({len(problems)} problems): " + "; ".join(problems[:3]))
     if fmt == "kohya":
-        return {k: v.float() if k.endswith(".alpha") else v for k, v in read_state(path)[0].items()}
+        return {k: v.float() if k.endswith(".alpha") else v for k, v in state.items()}
     return to_kohya({f"{m}.lora_{ab}.weight": f[ab] for m, f in factors.items() for ab in "AB"}, alphas)
 
 
@@ -451,10 +453,10 @@ def inspect_lora(path: str | Path, pipe: StableDiffusionPipeline | None = None) 
     Reads only: the pipeline is never changed.
     """
     path = Path(path)
-    fmt, factors, alphas, alpha_from = _parse(path)
-    info = LoraInfo(_lora_file(path), fmt, {m: int(f["A"].shape[0]) for m, f in factors.items()}, alphas,
-                    sum(v.numel() for f in factors.values() for v in f.values()), _lora_file(path).stat().st_size,
-                    alpha_from)
+    fmt, _, factors, alphas, alpha_from = _parse(path)
+    file = _lora_file(path)
+    info = LoraInfo(file, fmt, {m: int(f["A"].shape[0]) for m, f in factors.items()}, alphas,
+                    sum(v.numel() for f in factors.values() for v in f.values()), file.stat().st_size, alpha_from)
     info.problems = _value_problems(factors, alphas) + (_fit_problems(factors, pipe) if pipe is not None else [])
     return info
 

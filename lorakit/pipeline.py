@@ -11,7 +11,6 @@ import inspect
 import json
 import logging
 import math
-import numbers
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +40,7 @@ from diffusers.utils import logging as diffusers_logging  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
+from lorakit.arguments import require_whole
 from lorakit.data import IMAGE_SIZE, as_uint8, unknown_words
 from lorakit.devices import device as pick_device
 from lorakit.paths import PIPELINE_DIR
@@ -225,15 +225,12 @@ def _check_generate_args(prompts: list, steps: int, guidance: float, n_per_promp
     bad = [p for p in prompts if not isinstance(p, str)]
     if bad:
         raise TypeError(f"prompts must be strings, got {type(bad[0]).__name__} ({bad[0]!r})")
-    for name, value in (("num_inference_steps", steps), ("n_per_prompt", n_per_prompt)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}"
-                             + (" (0 or fewer sampler steps return pure noise)" if name == "num_inference_steps" else ""))
+    require_whole("num_inference_steps", steps, hint="0 or fewer sampler steps return pure noise")
+    require_whole("n_per_prompt", n_per_prompt)
     if not (isinstance(guidance, (int, float)) and math.isfinite(guidance)):
         raise ValueError(f"guidance_scale must be a finite number (1 = no guidance; the kit uses {DEFAULT_GUIDANCE}), "
                          f"got {guidance!r}")
-    if not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
+    require_whole("seed", seed, minimum=0)
 
 
 def generate(

@@ -28,6 +28,7 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from lorakit.arguments import require_whole
 from lorakit.data import ATTRIBUTES, make_dataset, pretraining_prompts, to_model_range
 from lorakit.devices import device as pick_device
 from lorakit.diffusion import denoising_loss, encode_parts
@@ -44,7 +45,6 @@ from lorakit.tokenizer import build_tokenizer
 
 CHECKPOINT_NAME = "checkpoint.pt"
 REPORT_NAME = "training_report.json"  # settings and measured times, written next to the weights
-DEFAULT_OUT = RUNS_DIR / "tiny-sd"  # never data/tiny-sd: replacing the shipped pipeline needs --out and --overwrite
 DEFAULT_WORK_DIR = RUNS_DIR / "pretrain"
 # what a pipeline folder written by this module holds (and nothing else)
 PIPELINE_ENTRIES = frozenset({"model_index.json", "vae", "text_encoder", "tokenizer", "unet", "scheduler", REPORT_NAME})
@@ -69,9 +69,9 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("vae_steps", "unet_steps", "batch_size", "n_images"):
-            _check_int(name, getattr(self, name), minimum=1)
+            require_whole(name, getattr(self, name), minimum=1)
         for name in ("warmup_steps", "checkpoint_every", "eval_every", "seed"):
-            _check_int(name, getattr(self, name), minimum=0)
+            require_whole(name, getattr(self, name), minimum=0)
         for name in ("vae_lr", "lr"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -80,11 +80,6 @@ class PretrainConfig:
             raise ValueError(f"caption_dropout is a share of captions in [0, 1), got {self.caption_dropout!r}")
         if not (math.isfinite(self.kl_weight) and self.kl_weight >= 0):
             raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight!r}")
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
