@@ -18,12 +18,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lorakit.arguments import require_whole
-from lorakit.data import ATTRIBUTES, ShapesDataset, as_uint8, make_dataset
+from lorakit.data import ATTRIBUTES, COLOURS, ShapesDataset, as_uint8, concat_datasets, make_dataset, to_model_range, to_uint8
 from lorakit.devices import device as pick_device
 from lorakit.paths import CLASSIFIER_PATH, atomic_path, check_output_file
+from lorakit.pixels import nearest_colour, object_hues
 
 FEATURE_DIM = 96
-_REBUILD_HINT = "rebuild it with `python -m lorakit train-classifier` (about a minute on a laptop CPU)"
+_REBUILD_HINT = "rebuild it with `python -m lorakit train-classifier` (about 3 minutes on a laptop CPU)"
 
 
 class AttributeClassifier(nn.Module):
@@ -127,6 +128,67 @@ def _is_classifier_file(path: Path) -> bool:
         return False
 
 
+_MAX_HUE_TURN = 40.0  # degrees; colour augmentation turns hues by up to this much, then relabels
+_MAX_BLUR = 1.0  # pixels, the largest Gaussian blur sigma of the augmentation
+
+
+def _hue_turn(theta: torch.Tensor) -> torch.Tensor:
+    """Rotations of RGB space about the grey axis by theta (B,) radians: (B, 3, 3); greys stay grey."""
+    u = torch.full((3,), 3 ** -0.5)
+    cross = torch.tensor([[0.0, -u[2], u[1]], [u[2], 0.0, -u[0]], [-u[1], u[0], 0.0]])
+    c, s = theta.cos()[:, None, None], theta.sin()[:, None, None]
+    return c * torch.eye(3) + s * cross + (1 - c) * torch.outer(u, u)
+
+
+def _colour_augment(x: torch.Tensor, colour: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn each image's hue by a random angle and scale its saturation; relabel by the nearest palette hue.
+
+    x: (B, 3, H, W) in [-1, 1]; colour: (B,) labels. The new label is the palette colour nearest to the
+    turned object's hue (`lorakit.pixels.object_hues`), so the classifier learns the colour words'
+    boundaries as the pixel rules define them; images whose hue cannot be read keep their label.
+    """
+    b = len(x)
+    theta = torch.deg2rad((torch.rand(b, generator=gen) * 2 - 1) * _MAX_HUE_TURN)
+    grey = x.mean(1, keepdim=True)  # (B, 1, H, W)
+    chroma = 0.7 + 0.45 * torch.rand(b, 1, 1, 1, generator=gen)
+    turned = torch.einsum("bij,bjhw->bihw", _hue_turn(theta), x)
+    turned = (grey + chroma * (turned - grey)).clamp(-1, 1)
+    names = list(COLOURS)
+    hues = object_hues(turned).tolist()
+    labels = torch.tensor([c if h != h else names.index(nearest_colour(h)) for c, h in zip(colour.tolist(), hues)])
+    return turned, labels
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of (B, 3, H, W) with one sigma (pixels), 5x5 kernel, borders replicated."""
+    r = torch.arange(-2, 3, dtype=x.dtype)
+    k = torch.exp(-(r**2) / (2 * sigma**2))
+    k = k / k.sum()
+    kernel = (k[:, None] * k[None, :]).expand(3, 1, 5, 5).to(x.device)
+    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), kernel, groups=3)
+
+
+@torch.no_grad()
+def vae_round_trip(images: torch.Tensor, vae: torch.nn.Module, batch_size: int = 500) -> torch.Tensor:
+    """Images encoded and decoded by a pipeline's VAE (latent mean): uint8 (B, 3, H, W), as generated images look."""
+    dev = next(vae.parameters()).device
+    out = []
+    for i in tqdm(range(0, len(images), batch_size), desc="VAE round trips", leave=False):
+        x = to_model_range(images[i : i + batch_size]).to(dev)
+        out.append(to_uint8(vae.decode(vae.encode(x).latent_dist.mean).sample.cpu()))
+    return torch.cat(out)
+
+
+def _judge_training_set(n_train: int, seed: int, round_trips: int, vae: torch.nn.Module | None) -> ShapesDataset:
+    """Rendered images of every attribute, plus `round_trips` of them through the pipeline's VAE."""
+    train = make_dataset(n_train, seed=seed + 1, include=_all_words())
+    if vae is None or round_trips == 0:
+        return train
+    rt = ShapesDataset(vae_round_trip(train.images[:round_trips], vae), train.captions[:round_trips],
+                       train.attributes[:round_trips])
+    return concat_datasets(train, rt)
+
+
 def train_classifier(
     out: str | Path | None = None,
     n_train: int = 24_000,
@@ -136,9 +198,14 @@ def train_classifier(
     seed: int = 0,
     device: str | torch.device | None = None,
     overwrite: bool = False,
+    vae: torch.nn.Module | None = None,
 ) -> tuple[AttributeClassifier, dict[str, float]]:
     """Train the classifier on every attribute (held-out ones too); save it atomically if `out`.
 
+    It judges generated images, so it trains on what they look like too: a quarter of the images
+    (at most one per four training samples drawn) also pass through the pipeline's VAE (`vae`,
+    default: the shipped pipeline's), and every batch gets random hue turns (relabelled by the
+    nearest palette hue), saturation changes, blur and noise.
     An existing file at `out` is replaced only with `overwrite` (checked before training starts).
     """
     for name, value in (("n_train", n_train), ("steps", steps), ("batch_size", batch_size)):
@@ -149,7 +216,11 @@ def train_classifier(
         check_output_file(out, overwrite, "classifier file", flag="--overwrite (overwrite=True)", is_own=_is_classifier_file)
     torch.manual_seed(seed)
     dev = pick_device(device)
-    train = make_dataset(n_train, seed=seed + 1, include=_all_words())
+    if vae is None:
+        from lorakit.pipeline import load_pipeline
+
+        vae = load_pipeline().vae
+    train = _judge_training_set(n_train, seed, min(n_train // 4, steps * batch_size // 4), vae)
     val = make_dataset(2_000, seed=seed + 2, include=_all_words())
     model = AttributeClassifier().to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -159,11 +230,15 @@ def train_classifier(
     gen = torch.Generator().manual_seed(seed)
     for _ in tqdm(range(steps), desc="train classifier"):
         idx = torch.randint(0, len(train), (batch_size,), generator=gen)
-        x = _prepare(train.images[idx], dev)  # (B, 3, H, W)
+        x, colour = _colour_augment(_prepare(train.images[idx], torch.device("cpu")), labels["colour"][idx], gen)
+        sigma = float(torch.rand((), generator=gen)) * _MAX_BLUR
+        if sigma > 0.2:
+            x = _blur(x, sigma)
         # noise makes it robust to the small artefacts of generated images
-        x = x + torch.randn(x.shape, generator=gen).to(dev) * 0.05 * torch.rand(batch_size, 1, 1, 1, generator=gen).to(dev)
+        x = (x + torch.randn(x.shape, generator=gen) * 0.05 * torch.rand(batch_size, 1, 1, 1, generator=gen)).to(dev)
         out_ = model(x)
-        loss = sum(F.cross_entropy(out_[g], labels[g][idx].to(dev)) for g in ATTRIBUTES)
+        targets = {g: (colour if g == "colour" else labels[g][idx]).to(dev) for g in ATTRIBUTES}
+        loss = sum(F.cross_entropy(out_[g], targets[g]) for g in ATTRIBUTES)
         loss = loss + 10.0 * F.mse_loss(out_["position"], pos[idx].to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -6,7 +6,7 @@ layer (`lorakit.classifier.features`); accuracy works on images and the prompts 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -153,3 +153,21 @@ def nearest_train_distance(generated, train) -> torch.Tensor:
     if g.shape[1] != t.shape[1]:
         raise ValueError(f"generated images ({g.shape[1]} values) and training images ({t.shape[1]}) differ in size")
     return torch.cdist(g, t).min(dim=1).values / g.shape[1] ** 0.5
+
+
+def bootstrap_ci(values: Sequence[float], statistic: Callable[[np.ndarray], float] = np.mean,
+                 level: float = 0.95, n_resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of `statistic` over the values (one per seed); a single value gives [v, v]."""
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1 or len(x) == 0 or not np.isfinite(x).all():
+        raise ValueError(f"bootstrap_ci needs a non-empty list of finite numbers, got {values!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level is a probability in (0, 1), e.g. 0.95; got {level!r}")
+    if len(x) == 1 or np.all(x == x[0]):
+        v = float(statistic(x))
+        return (v, v)
+    rng = np.random.default_rng(seed)
+    resampled = x[rng.integers(0, len(x), size=(n_resamples, len(x)))]  # (n_resamples, n)
+    stats = np.apply_along_axis(statistic, 1, resampled) if statistic is not np.mean else resampled.mean(1)
+    tail = (1 - level) / 2 * 100
+    return (float(np.percentile(stats, tail)), float(np.percentile(stats, 100 - tail)))

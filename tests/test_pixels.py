@@ -1,0 +1,58 @@
+"""The pixel rules, the second judge: right on rendered images, and each measure reads what it says."""
+
+import pytest
+import torch
+
+from lorakit.data import ATTRIBUTES, BACKGROUND, Attributes, make_dataset, render
+from lorakit.pixels import calibration, measure, nearest_colour, object_hues, pixel_words
+
+ALL_WORDS = [w for ws in ATTRIBUTES.values() for w in ws]
+
+
+def _image(**kw) -> torch.Tensor:
+    return torch.from_numpy(render(Attributes(**{"colour": "red", "shape": "circle", "size": "large", **kw}))).permute(2, 0, 1)
+
+
+def test_pixel_rules_are_at_least_97_percent_right_on_rendered_images():
+    assert min(calibration().accuracy.values()) >= 0.97, calibration().accuracy
+    data = make_dataset(300, seed=4_242, include=ALL_WORDS)  # not the calibration seeds
+    words = pixel_words(data.images)
+    for g in ATTRIBUTES:
+        right = sum(w[g] == getattr(a, g) for w, a in zip(words, data.attributes)) / len(data)
+        assert right >= 0.95, (g, right)
+
+
+@pytest.mark.parametrize("colour", list(ATTRIBUTES["colour"]))
+def test_hue_names_every_palette_colour(colour):
+    assert nearest_colour(measure(_image(colour=colour)).hue) == colour
+
+
+def test_the_issue_blend_colour_reads_orange():
+    assert nearest_colour(measure(_image()).hue) == "red"
+    m = measure(torch.from_numpy(render(Attributes("red", "circle", "large"), rgb=(241, 115, 43))).permute(2, 0, 1))
+    assert nearest_colour(m.hue) == "orange"  # notebook 05's blend at t = 1/2, as the issue measured it
+
+
+def test_stripes_and_shape_measures():
+    solid, striped = measure(_image()), measure(_image(style="striped"))
+    assert solid.stripes < 0.4 < 1.2 < striped.stripes
+    square, circle = measure(_image(shape="square")), measure(_image())
+    assert square.fill > 0.95 and square.corners > 0.95
+    assert 0.7 < circle.fill < 0.85 and circle.corners < 0.5
+    star, triangle = measure(_image(shape="star")), measure(_image(shape="triangle"))
+    assert star.solidity < 0.75 < triangle.solidity
+    assert measure(_image(size="small")).extent < 15 < circle.extent
+
+
+def test_blank_image_has_no_object_and_no_words():
+    blank = torch.tensor(BACKGROUND, dtype=torch.uint8)[:, None, None].expand(3, 32, 32).contiguous()
+    assert measure(blank) is None
+    assert pixel_words(blank[None]) == [{g: None for g in ATTRIBUTES}]
+    assert torch.isnan(object_hues(blank[None]))[0]
+
+
+def test_object_hues_match_the_single_image_measure():
+    data = make_dataset(12, seed=3, include=ALL_WORDS)
+    batch = object_hues(data.images)
+    for img, hue in zip(data.images, batch.tolist()):
+        assert abs(measure(img).hue - hue) < 0.5

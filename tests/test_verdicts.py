@@ -1,0 +1,87 @@
+"""Verdicts follow from their numbers: one rule, tested at its edges; every saved verdict obeys it."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lorakit.metrics import bootstrap_ci
+from lorakit.results import RESULTS_DIR
+from lorakit.verdicts import VERDICTS, combine, combine_labels, label, recompute, schema_problems, untestable, verdict
+
+
+@pytest.mark.parametrize("ci, expected", [
+    ((0.6, 0.8), "holds"), ((0.1, 0.3), "does not hold"), ((0.4, 0.6), "inconclusive"), ((0.5, 0.7), "inconclusive"),
+])
+def test_label_above(ci, expected):
+    assert label(ci, 0.5, "above") == expected
+
+
+def test_label_below_mirrors_above():
+    assert label((0.1, 0.3), 0.5, "below") == "holds"
+    assert label((0.6, 0.8), 0.5, "below") == "does not hold"
+    assert label((0.4, 0.6), 0.5, "below") == "inconclusive"
+
+
+def test_bad_rules_are_refused():
+    with pytest.raises(ValueError, match="holds_when"):
+        label((0, 1), 0.5, "more")
+    with pytest.raises(ValueError, match="low <= high"):
+        label((1, 0), 0.5, "above")
+    with pytest.raises(ValueError, match="n_seeds"):
+        verdict("C1", "x", 1.0, (1, 1), 0.5, "above", 0, "")
+    with pytest.raises(ValueError, match="finite"):
+        bootstrap_ci([1.0, float("nan")])
+
+
+def test_bootstrap_interval_covers_the_mean_and_shrinks_with_more_seeds():
+    rng = np.random.default_rng(0)
+    few, many = rng.normal(1, 1, 5), rng.normal(1, 1, 200)
+    lo, hi = bootstrap_ci(few)
+    assert lo < few.mean() < hi
+    lo2, hi2 = bootstrap_ci(many)
+    assert hi2 - lo2 < hi - lo
+    assert bootstrap_ci([0.3]) == (0.3, 0.3)
+
+
+def test_combine_labels():
+    assert combine_labels(["holds", "holds"]) == "holds"
+    assert combine_labels(["holds", "does not hold"]) == "partly holds"
+    assert combine_labels(["does not hold", "does not hold"]) == "does not hold"
+    assert combine_labels(["does not hold", "inconclusive"]) == "inconclusive"
+    assert combine_labels(["holds", "not testable here"]) == "holds"
+    assert combine_labels(["not testable here"]) == "not testable here"
+
+
+def test_changing_a_statistic_changes_the_label():
+    v = verdict("C6", "speed-up", 1.5, (1.3, 1.7), 1.1, "above", 5, "LoRA 1.5x faster")
+    assert v["verdict"] == "holds" and schema_problems(v) == []
+    v["ci"] = [0.8, 1.0]
+    assert recompute(v) == "does not hold"
+    assert schema_problems(v), "a label that disagrees with its numbers must be caught"
+    whole = combine("C6", [verdict("C6 speed", "s", 1.5, (1.3, 1.7), 1.1, "above", 5, ""),
+                           verdict("C6 storage", "s", 50.0, (50, 50), 10, "above", 1, "")])
+    assert whole["verdict"] == "holds"
+    whole["parts"][0]["ci"] = [0.5, 0.9]
+    assert recompute(whole) == "partly holds"
+
+
+def test_untestable_has_no_numbers():
+    v = untestable("C10", "no adversarial recipe for a 5-image LoRA")
+    assert v["verdict"] == "not testable here" and v["statistic"] is None and schema_problems(v) == []
+
+
+def _saved_verdicts():
+    for path in sorted(RESULTS_DIR.glob("*.json")):
+        for v in json.loads(path.read_text()).get("verdicts", []):
+            yield path.stem, v
+
+
+def test_every_saved_verdict_follows_the_schema_and_its_numbers():
+    saved = list(_saved_verdicts())
+    assert saved, "no saved verdicts found"
+    for notebook, v in saved:
+        assert v["verdict"] in VERDICTS, (notebook, v["claim"], v["verdict"])
+        assert schema_problems(v) == [], (notebook, v["claim"], schema_problems(v))
+        if v["verdict"] != "not testable here":
+            assert v["n_seeds"] >= 1 and v["rule"] and v["evidence"]
