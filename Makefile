@@ -9,7 +9,7 @@ LAB_ARGS ?=
 # Jupyter refuses to start as root (containers, CI) unless told to
 AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab test unit notebooks install clean-venv
+.PHONY: lab test unit notebooks readme install clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,9 @@ lab: $(STAMP)
 test: $(STAMP)
 	LORAKIT_QUICK=1 HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -q -rs tests notebooks --nbval-lax
 
+# The fast unit tests only (no pipeline-level or subprocess tests, no notebooks): well under a minute.
 unit: $(STAMP)
-	LORAKIT_QUICK=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -rs tests
+	LORAKIT_QUICK=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -rs tests -m "not slow"
 
 # Execute every notebook in place in full mode, so committed notebooks carry full-mode outputs.
 # One or a few: make notebooks NOTEBOOKS=notebooks/04_mode_collapse.ipynb
@@ -38,6 +39,10 @@ notebooks: $(STAMP)
 	  LORAKIT_QUICK=0 HF_HUB_OFFLINE=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=1800 --ExecutePreprocessor.store_widget_state=True "$$nb" || exit 1; \
 	done
+
+# Rewrite README.md's result tables from notebooks/results/ (after `make notebooks`).
+readme: $(STAMP)
+	$(BIN)/python -m lorakit readme
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-"""Command line: `python -m lorakit train-classifier`, `... pretrain` and `... train-adapters`.
+"""Command line: `python -m lorakit train-classifier`, `... pretrain`, `... train-adapters` and `... readme`.
 
 Every command writes under runs/ by default and never replaces what is there without --overwrite;
 relative paths start at the repository root, whatever the current directory. Replacing a shipped
@@ -72,6 +72,16 @@ def _train_adapters(args: argparse.Namespace) -> None:
     train_adapters(args.out, steps=args.steps, seed=args.seed, device=args.device, overwrite=args.overwrite)
 
 
+def _readme(args: argparse.Namespace) -> None:
+    from lorakit.report import README, update_readme
+
+    stale = update_readme(check=args.check)
+    if args.check and stale:
+        raise SystemExit(f"error: README.md's generated blocks {stale} disagree with notebooks/results/; "
+                         "run `python -m lorakit readme` (make readme) after the full-mode notebooks")
+    print(f"{README.name}: " + (f"rewrote {stale}" if stale and not args.check else "every generated block is up to date"))
+
+
 def _common(parser: argparse.ArgumentParser, out: Path, what: str) -> None:
     parser.add_argument("--out", type=repo_path, default=out,
                         help=f"where to write the {what} (default: {out.relative_to(RUNS_DIR.parent)}; "
@@ -83,7 +93,7 @@ def _common(parser: argparse.ArgumentParser, out: Path, what: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line's parser: three commands, each with safe defaults under runs/."""
+    """The command line's parser: three training commands, each with safe defaults under runs/, and `readme`."""
     parser = argparse.ArgumentParser(prog="python -m lorakit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     ada.add_argument("--steps", type=_positive_int, default=250)
     ada.add_argument("--seed", type=_non_negative_int, default=0)
     ada.set_defaults(func=_train_adapters)
+
+    readme = sub.add_parser("readme", help="rewrite README.md's result tables from notebooks/results/")
+    readme.add_argument("--check", action="store_true", help="only check; exit 1 if a table is out of date")
+    readme.set_defaults(func=_readme)
     return parser
 
 

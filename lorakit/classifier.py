@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lorakit.arguments import require_whole
-from lorakit.data import ATTRIBUTES, COLOURS, ShapesDataset, as_uint8, concat_datasets, make_dataset, to_model_range, to_uint8
+from lorakit.data import ATTRIBUTE_WORDS, ATTRIBUTES, COLOURS, ShapesDataset, as_uint8, concat_datasets, make_dataset, to_model_range, to_uint8
 from lorakit.devices import device as pick_device
 from lorakit.paths import CLASSIFIER_PATH, atomic_path, check_output_file
 from lorakit.pixels import nearest_colour, object_hues
@@ -115,10 +115,6 @@ def accuracy_table(model: AttributeClassifier, data: ShapesDataset) -> dict[str,
     return table
 
 
-def _all_words() -> list[str]:
-    return [w for ws in ATTRIBUTES.values() for w in ws]
-
-
 def _is_classifier_file(path: Path) -> bool:
     """True for a safetensors file holding exactly the classifier's weights (what save_classifier writes)."""
     try:
@@ -181,7 +177,7 @@ def vae_round_trip(images: torch.Tensor, vae: torch.nn.Module, batch_size: int =
 
 def _judge_training_set(n_train: int, seed: int, round_trips: int, vae: torch.nn.Module | None) -> ShapesDataset:
     """Rendered images of every attribute, plus `round_trips` of them through the pipeline's VAE."""
-    train = make_dataset(n_train, seed=seed + 1, include=_all_words())
+    train = make_dataset(n_train, seed=seed + 1, include=ATTRIBUTE_WORDS)
     if vae is None or round_trips == 0:
         return train
     rt = ShapesDataset(vae_round_trip(train.images[:round_trips], vae), train.captions[:round_trips],
@@ -221,7 +217,7 @@ def train_classifier(
 
         vae = load_pipeline().vae
     train = _judge_training_set(n_train, seed, min(n_train // 4, steps * batch_size // 4), vae)
-    val = make_dataset(2_000, seed=seed + 2, include=_all_words())
+    val = make_dataset(2_000, seed=seed + 2, include=ATTRIBUTE_WORDS)
     model = AttributeClassifier().to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)

@@ -46,7 +46,8 @@ HELD_OUT_WORDS: tuple[str, ...] = tuple(w for ws in HELD_OUT.values() for w in w
 # Rare tokens with no meaning in pre-training, for DreamBooth-style lessons ("a sks triangle").
 RARE_TOKENS: tuple[str, ...] = ("sks", "zwx", "qrv")
 # Every word a caption can contain; the tokenizer's vocabulary is built from this list.
-CAPTION_WORDS: tuple[str, ...] = ("a",) + tuple(w for ws in ATTRIBUTES.values() for w in ws) + RARE_TOKENS
+ATTRIBUTE_WORDS: tuple[str, ...] = tuple(w for ws in ATTRIBUTES.values() for w in ws)  # every value, held-out ones too
+CAPTION_WORDS: tuple[str, ...] = ("a",) + ATTRIBUTE_WORDS + RARE_TOKENS
 
 _RADIUS = {"small": (5.0, 7.0), "large": (10.0, 12.5)}  # circumradius in pixels, by size
 MAX_IMAGES = 200_000  # make_dataset's limit: 3 KiB of pixels per image, 0.6 GB at the limit
@@ -156,7 +157,7 @@ def _word_list(words: Iterable[str] | None, name: str) -> list[str]:
 def _allowed_values(include: Iterable[str] | None, exclude: Iterable[str] | None) -> dict[str, tuple[str, ...]]:
     """Per attribute group, the values a dataset may draw (see make_dataset)."""
     include, exclude = _word_list(include, "include"), _word_list(exclude, "exclude")
-    valid = {w for ws in ATTRIBUTES.values() for w in ws}
+    valid = set(ATTRIBUTE_WORDS)
     bad = sorted(set(include + exclude) - valid)
     if bad:
         raise ValueError(

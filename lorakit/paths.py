@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import tempfile
@@ -180,3 +182,19 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _json_safe(value: object) -> object:
+    """Replace NaN and infinities (not valid JSON) by None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def json_text(value: object, indent: int = 2, sort_keys: bool = False) -> str:
+    """Strict JSON text of a value (NaN and infinities written as null), ending in a newline."""
+    return json.dumps(_json_safe(value), indent=indent, sort_keys=sort_keys, allow_nan=False, ensure_ascii=False) + "\n"

@@ -7,8 +7,10 @@ reads one property of the object (the pixels that differ from the border's backg
 - style: stripe periodicity, the strength of a 4-row period in how far each row of the object
   stands out from the background (a striped object alternates two rows on, two rows off; a solid
   one is even);
-- shape: fill ratio of the bounding box, solidity (area over convex-hull area) and how much of the
-  box's four corners the object covers, compared with the same measures on rendered shapes;
+- shape: how much of its bounding box the object fills, and its convex hull fills (the hull follows
+  the outline's points, so a square or triangle drawn with pinched sides keeps its hull), solidity
+  (area over convex-hull area) and how much of the box's four corners the object covers, compared
+  with the same measures on rendered shapes;
 - size: the bounding box's longer side, against the midpoint between the two sizes of that shape.
 
 Rules are calibrated once on rendered images (`calibration`), never on generated ones.
@@ -25,13 +27,11 @@ import torch
 from scipy import ndimage
 from scipy.spatial import ConvexHull
 
-from lorakit.data import ATTRIBUTES, COLOURS, as_uint8, make_dataset
+from lorakit.data import ATTRIBUTE_WORDS, ATTRIBUTES, COLOURS, as_uint8, make_dataset
 
 OBJECT_DISTANCE = 50  # a pixel belongs to the object when a channel differs from the background by more
 CORE_DISTANCE = 100  # pixels this far from the background give the object's colour (edges are mixed)
-_SHAPE_FEATURES = ("fill", "solidity", "corners")
-# Corners weigh 1.5x: the weight with the best accuracy on rendered images (1: 98.0%, 1.5: 98.4%, 2: 98.2%, 3: 97.6%)
-_SHAPE_WEIGHTS = np.array([1.0, 1.0, 1.5])
+_SHAPE_FEATURES = ("fill", "hull_fill", "solidity", "corners")  # weighed alike, each in units of its spread
 _STRIPE_PERIOD = 4  # rows, as lorakit.data draws stripes
 
 
@@ -82,12 +82,13 @@ class PixelMeasures:
     hue: float  # degrees, of the object's mean colour
     stripes: float  # strength of the 4-row period in the object's row profile, 0 (even) to about 1
     fill: float  # object area / bounding-box area
+    hull_fill: float  # convex-hull area / bounding-box area (triangle 0.5, star 0.69, circle 0.79, square 1)
     solidity: float  # object area / convex-hull area
     corners: float  # mean coverage of the box's four corner squares (side: a quarter of the shorter side)
     extent: int  # pixels, the bounding box's longer side
 
     def shape_vector(self) -> np.ndarray:
-        """(fill, solidity, corners), the features shapes are told apart by."""
+        """(fill, hull fill, solidity, corners), the features shapes are told apart by."""
         return np.array([getattr(self, f) for f in _SHAPE_FEATURES])
 
 
@@ -121,6 +122,7 @@ def measure(image: torch.Tensor) -> PixelMeasures | None:
     core = mask & (distance > CORE_DISTANCE)
     colour = x[core if core.sum() >= 3 else mask].mean(0)
     return PixelMeasures(hue=hue_degrees(colour), stripes=_period_strength(profile, _STRIPE_PERIOD), fill=area / (h * w),
+                         hull_fill=hull_area / ((h + 1) * (w + 1)),
                          solidity=area / hull_area, corners=corners, extent=int(max(h, w)))
 
 
@@ -130,7 +132,7 @@ class Calibration:
 
     prototypes: dict[tuple[str, str], np.ndarray]  # (style, shape) -> mean (fill, solidity, corners)
     stripe_threshold: float  # stripe strength just above the most periodic solid render
-    spread: np.ndarray  # (3,) standard deviation of each shape feature, to weigh them alike
+    spread: np.ndarray  # (4,) standard deviation of each shape feature, to weigh them alike
     size_threshold: dict[str, float]  # shape -> extent in pixels between its small and large renders
     accuracy: dict[str, float]  # the rules' accuracy per attribute on other rendered images
 
@@ -139,7 +141,7 @@ def _decide(m: PixelMeasures | None, cal: Calibration) -> dict[str, str | None]:
     if m is None:
         return {g: None for g in ATTRIBUTES}
     style = "striped" if m.stripes > cal.stripe_threshold else "solid"
-    distances = {s: float((((m.shape_vector() - cal.prototypes[(style, s)]) / cal.spread * _SHAPE_WEIGHTS) ** 2).sum())
+    distances = {s: float((((m.shape_vector() - cal.prototypes[(style, s)]) / cal.spread) ** 2).sum())
                  for s in ATTRIBUTES["shape"]}
     shape = min(distances, key=distances.get)
     size = "large" if m.extent > cal.size_threshold[shape] else "small"
@@ -149,8 +151,8 @@ def _decide(m: PixelMeasures | None, cal: Calibration) -> dict[str, str | None]:
 @lru_cache(maxsize=1)
 def calibration(n: int = 1600, seed: int = 90_210) -> Calibration:
     """Fit the shape prototypes and size thresholds on n rendered images, test them on n others."""
-    words = [w for ws in ATTRIBUTES.values() for w in ws]
-    fit, held = make_dataset(n, seed=seed, include=words), make_dataset(n, seed=seed + 1, include=words)
+    fit = make_dataset(n, seed=seed, include=ATTRIBUTE_WORDS)
+    held = make_dataset(n, seed=seed + 1, include=ATTRIBUTE_WORDS)
     measures = [measure(img) for img in fit.images]
     stripes = {s: [m.stripes for m, a in zip(measures, fit.attributes) if a.style == s] for s in ATTRIBUTES["style"]}
     # just above the most periodic solid render: generated stripes are often fainter than rendered ones

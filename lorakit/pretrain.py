@@ -14,7 +14,6 @@ Held-out concepts (lorakit.data.HELD_OUT_WORDS) never appear in stage 2: LoRA te
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -32,7 +31,7 @@ from lorakit.arguments import require_whole
 from lorakit.data import ATTRIBUTES, make_dataset, pretraining_prompts, to_model_range
 from lorakit.devices import device as pick_device
 from lorakit.diffusion import denoising_loss, encode_parts
-from lorakit.paths import RUNS_DIR, atomic_folder, atomic_path, check_output_folder, repo_path, swap_in
+from lorakit.paths import RUNS_DIR, atomic_folder, atomic_path, check_output_folder, json_text, repo_path, swap_in
 from lorakit.pipeline import (
     assemble_pipeline,
     build_text_encoder,
@@ -225,7 +224,7 @@ def save_pipeline_atomic(pipe: StableDiffusionPipeline, out: str | Path, overwri
                                          f"nothing was written to {out}")
             save_file(state, weights, metadata={"format": "pt"})
         if report is not None:
-            (tmp / REPORT_NAME).write_text(json.dumps(_json_safe(report), indent=1, allow_nan=False) + "\n")
+            (tmp / REPORT_NAME).write_text(json_text(report, indent=1))
         for f in tmp.rglob("*"):
             os.chmod(f, 0o755 if f.is_dir() else 0o644)
         os.chmod(tmp, 0o755)
@@ -234,17 +233,6 @@ def save_pipeline_atomic(pipe: StableDiffusionPipeline, out: str | Path, overwri
     if kept is not None:
         tqdm.write(f"the previous {out.name} is kept at {kept}")
     return out
-
-
-def _json_safe(value: object) -> object:
-    """Replace NaN and infinities (not valid JSON) by None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def quick_accuracy(pipe: StableDiffusionPipeline, n_per_prompt: int = 2, seed: int = 1234) -> dict[str, float]:

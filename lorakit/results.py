@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from lorakit.config import CFG
-from lorakit.paths import REPO_ROOT, RUNS_DIR, atomic_path
+from lorakit.paths import REPO_ROOT, RUNS_DIR, atomic_path, json_text
 
 RESULTS_DIR = REPO_ROOT / "notebooks" / "results"
 
@@ -22,9 +22,19 @@ def results_path(notebook: str, quick: bool | None = None) -> Path:
 
 
 def save_results(notebook: str, results: dict) -> Path:
-    """Write a notebook's results (JSON-serialisable numbers and strings) atomically; returns the path."""
+    """Write a notebook's results (JSON-serialisable numbers and strings; NaN saved as null) atomically."""
     path = results_path(notebook)
-    text = json.dumps({"mode": CFG.mode, **results}, indent=2, sort_keys=True)
     with atomic_path(path) as tmp:
-        tmp.write_text(text + "\n")
+        tmp.write_text(json_text({"mode": CFG.mode, **results}, sort_keys=True))
     return path
+
+
+def load_results(notebook: str, quick: bool | None = None) -> dict:
+    """A notebook's saved results in this mode (or the given one); {} when it has saved none yet."""
+    path = results_path(notebook, quick)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def update_results(notebook: str, **values: object) -> Path:
+    """Add or replace some keys of a notebook's saved results (e.g. its run time at the end), atomically."""
+    return save_results(notebook, {k: v for k, v in {**load_results(notebook), **values}.items() if k != "mode"})

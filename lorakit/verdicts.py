@@ -67,30 +67,49 @@ def verdict(claim: str, statistic_name: str, statistic: float, ci: Sequence[floa
             "n_seeds": n_seeds, "evidence": evidence, "section": section}
 
 
-def combine_labels(labels: Sequence[str]) -> str:
+def combine_labels(labels: Sequence[str], required: Sequence[bool] | None = None) -> str:
     """A claim from its parts: all hold -> holds; none holds, all refuted -> does not hold;
-    some hold -> partly holds; none holds but some undecided -> inconclusive."""
+    some hold (or all testable ones, others untested) -> partly holds; none holds but some undecided -> inconclusive.
+
+    A `required` part (the claim's core, e.g. "the eraser erases") that does not hold decides alone:
+    the other parts cannot rescue it to "partly holds".
+    """
+    required = list(required) if required is not None else [False] * len(labels)
+    core = [v for v, r in zip(labels, required) if r and v != "holds"]
+    if core:
+        return "does not hold" if "does not hold" in core else "inconclusive"
     judged = [v for v in labels if v != "not testable here"]
     if not judged:
         return "not testable here"
     if all(v == "holds" for v in judged):
-        return "holds"
+        return "holds" if len(judged) == len(labels) else "partly holds"  # an untested part is not a held one
     if any(v in ("holds", "partly holds") for v in judged):
         return "partly holds"
     return "does not hold" if all(v == "does not hold" for v in judged) else "inconclusive"
 
 
+def required(part: dict) -> dict:
+    """Mark a part as the claim's core: if it does not hold, the claim does not hold whatever the other parts say."""
+    return {**part, "required": True}
+
+
 def combine(claim: str, parts: Sequence[dict], evidence: str = "", section: str = "") -> dict:
-    """A verdict over several part-verdicts (each a `verdict` record, its `claim` naming the part)."""
+    """A verdict over several part-verdicts (each a `verdict` record, its `claim` naming the part).
+
+    Parts that are "not testable here" are listed but neither counted nor decide the label.
+    """
     if not parts:
         raise ValueError("combine needs at least one part")
-    labels = [p["verdict"] for p in parts]
-    held = sum(v == "holds" for v in labels)
-    return {"claim": claim, "verdict": combine_labels(labels),
-            "rule": (f"holds when all {len(parts)} parts hold, does not hold when every part does not; partly holds "
-                     "when some part holds; inconclusive when none holds and some part is inconclusive"),
-            "statistic_name": "parts that hold", "statistic": float(held), "ci": [float(held), float(held)],
-            "threshold": float(len(parts)), "holds_when": "parts", "n_seeds": min(p.get("n_seeds", 0) for p in parts),
+    testable = [p for p in parts if p["verdict"] != "not testable here"]
+    held = sum(p["verdict"] == "holds" for p in testable)
+    return {"claim": claim, "verdict": combine_labels([p["verdict"] for p in parts], [bool(p.get("required")) for p in parts]),
+            "rule": (f"holds when all {len(testable)} testable parts hold, does not hold when every one does not; "
+                     "partly holds when some part holds; inconclusive when none holds and some part is inconclusive"
+                     + ("; a required part that does not hold decides alone" if any(p.get("required") for p in parts)
+                        else "")),
+            "statistic_name": "testable parts that hold", "statistic": float(held), "ci": [float(held), float(held)],
+            "threshold": float(len(testable)), "holds_when": "parts",
+            "n_seeds": min((p.get("n_seeds", 0) for p in testable), default=0),
             "evidence": evidence or "; ".join(f"{p['claim']}: {p['verdict']}" for p in parts),
             "section": section, "parts": list(parts)}
 
@@ -105,7 +124,7 @@ def untestable(claim: str, reason: str, section: str = "") -> dict:
 def recompute(record: dict) -> str:
     """The label a saved verdict's own numbers give (parts first, then the rule)."""
     if record.get("parts"):
-        return combine_labels([recompute(p) for p in record["parts"]])
+        return combine_labels([recompute(p) for p in record["parts"]], [bool(p.get("required")) for p in record["parts"]])
     if record.get("statistic") is None:
         return "not testable here"
     return label(record["ci"], record["threshold"], record["holds_when"])

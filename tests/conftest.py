@@ -41,6 +41,21 @@ def pytest_configure(config: pytest.Config) -> None:
     socket.getaddrinfo = _guarded_getaddrinfo  # type: ignore[assignment]
 
 
+# Tests that load the shipped pipeline, train, or start a process or a browser: `make unit` leaves them out.
+SLOW_FIXTURES = {"pipe", "lab", "situations"}
+SLOW_TESTS = {
+    "test_pretrain_cli_end_to_end_and_resume", "test_pretrain_without_checkpoint_refuses_to_resume",
+    "test_peak_training_memory_runs_in_a_fresh_process", "test_resuming_from_an_unreadable_checkpoint_says_how_to_start_afresh",
+    "test_errors_exit_non_zero_from_a_shell", "test_train_classifier_writes_a_new_file", "test_make_lab_serves_the_notebooks",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.name.split("[")[0] in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def classifier():
     from lorakit.classifier import load_classifier

@@ -69,7 +69,7 @@ PARTS = {
     1: {"data", "tokenizer", "pipeline", "pixels", "classifier", "metrics", "diffusion", "pretrain"},
     2: {"lora", "adapters", "formats", "merge", "extract"},
     3: {"finetune", "dreambooth", "control", "concepts", "collapse", "evaluation", "interpolation", "audit"},
-    4: {"check", "claims", "verdicts", "results", "plotting", "widgets", "envcheck", "__main__", "__init__"},
+    4: {"check", "claims", "verdicts", "results", "report", "plotting", "widgets", "envcheck", "__main__", "__init__"},
 }
 
 

@@ -10,9 +10,9 @@ from lorakit.classifier import (
     predict_words,
     save_classifier,
 )
-from lorakit.data import ATTRIBUTES, make_dataset
+from lorakit.data import ATTRIBUTE_WORDS, ATTRIBUTES, make_dataset
 
-ALL_WORDS = [w for ws in ATTRIBUTES.values() for w in ws]
+ALL_WORDS = ATTRIBUTE_WORDS
 
 
 def test_shipped_classifier_is_at_least_99_percent_accurate_per_attribute(classifier):

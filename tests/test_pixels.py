@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from lorakit.data import ATTRIBUTES, BACKGROUND, Attributes, make_dataset, render
+from lorakit.data import ATTRIBUTE_WORDS, ATTRIBUTES, BACKGROUND, Attributes, make_dataset, render
 from lorakit.pixels import calibration, measure, nearest_colour, object_hues, pixel_words
 
-ALL_WORDS = [w for ws in ATTRIBUTES.values() for w in ws]
+ALL_WORDS = ATTRIBUTE_WORDS
 
 
 def _image(**kw) -> torch.Tensor:

@@ -7,7 +7,9 @@ import pytest
 
 from lorakit.metrics import bootstrap_ci
 from lorakit.results import RESULTS_DIR
-from lorakit.verdicts import VERDICTS, combine, combine_labels, label, recompute, schema_problems, untestable, verdict
+from lorakit.verdicts import (
+    VERDICTS, combine, combine_labels, label, recompute, required, schema_problems, untestable, verdict,
+)
 
 
 @pytest.mark.parametrize("ci, expected", [
@@ -49,8 +51,19 @@ def test_combine_labels():
     assert combine_labels(["holds", "does not hold"]) == "partly holds"
     assert combine_labels(["does not hold", "does not hold"]) == "does not hold"
     assert combine_labels(["does not hold", "inconclusive"]) == "inconclusive"
-    assert combine_labels(["holds", "not testable here"]) == "holds"
+    assert combine_labels(["holds", "not testable here"]) == "partly holds"
+    assert combine_labels(["does not hold", "not testable here"]) == "does not hold"
     assert combine_labels(["not testable here"]) == "not testable here"
+
+
+def test_a_required_part_decides_alone_when_it_fails():
+    erases = verdict("C16: erasure", "erasure rate", 0.1, (0.0, 0.2), 0.8, "above", 1, "erases little")
+    harmless = verdict("C16: collateral", "drop", 0.0, (0.0, 0.0), 0.1, "below", 1, "breaks nothing")
+    assert combine("C16", [erases, harmless])["verdict"] == "partly holds"
+    whole = combine("C16", [required(erases), harmless])
+    assert whole["verdict"] == "does not hold" and recompute(whole) == "does not hold" and not schema_problems(whole)
+    whole["parts"][0]["ci"] = [0.85, 0.95]
+    assert recompute(whole) == "holds"
 
 
 def test_changing_a_statistic_changes_the_label():

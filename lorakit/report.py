@@ -1,0 +1,195 @@
+"""The README's result tables, generated from the notebooks' saved results (`notebooks/results/`).
+
+Numbers in the README are never typed: each table sits between markers
+``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->`` and is rewritten by
+``python -m lorakit readme`` (``make readme``) from the results the full-mode notebooks saved.
+``tests/test_report.py`` fails when the README and the results disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from lorakit.claims import claims_table, markdown_table
+from lorakit.metrics import bootstrap_ci
+from lorakit.paths import PIPELINE_DIR, REPO_ROOT, atomic_path
+from lorakit.pretrain import REPORT_NAME
+from lorakit.results import RESULTS_DIR
+
+README = REPO_ROOT / "README.md"
+_ATTRIBUTES = ("colour", "shape", "size", "style")
+
+
+def _load(results_dir: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("*.json"))}
+
+
+def _minutes(seconds: float | None) -> str:
+    if seconds is None:
+        return "not recorded"
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s} s" if m else f"{s} s"
+
+
+def _times(results: dict[str, dict]) -> str:
+    lines = ["| notebook | full mode, 2-core CPU |", "|---|---|"]
+    for name, saved in results.items():
+        lines.append(f"| `{name}` | {_minutes(saved.get('seconds'))} |")
+    total = sum(s.get("seconds") or 0 for s in results.values())
+    return "\n".join(lines + [f"| all of them | {_minutes(total)} |"])
+
+
+def _base_quality(results: dict[str, dict]) -> str:
+    q = results["01_tiny_stable_diffusion"]["base_quality"]
+    lines = [f"| attribute | accuracy ({q['images']} images, {q['prompts']} prompts) | weakest prompt |", "|---|---|---|"]
+    for g in ("colour", "shape", "size"):
+        w = q["weakest"][g]
+        lines.append(f"| {g} | {q['overall'][g]:.2f} | \"{w['prompt']}\": {w[g]:.2f} |")
+    lines.append(f"| all three right | {q['overall']['all']:.2f} | |")
+    lines += ["", f"Fréchet distance in the classifier's feature space: {q['frechet']:.0f} between generated and real "
+              f"images ({q['frechet_real_vs_real']:.0f} between two independent real sets: the noise floor).", "",
+              "| held-out concept | prompt | drawn as asked | kept by a VAE round trip |", "|---|---|---|---|"]
+    for concept, h in results["01_tiny_stable_diffusion"]["held_out"].items():
+        lines.append(f"| {concept} | \"{h['prompt']}\" | {h['drawn']:.0%} | {h['kept_by_vae']:.0%} |")
+    return "\n".join(lines)
+
+
+def _judge_audit(results: dict[str, dict]) -> str:
+    a = results["01_tiny_stable_diffusion"]["judge_audit"]
+    lines = [f"| attribute | agreement on {a['images']} generated images [95% CI] | pixel rules right on renders |",
+             "|---|---|---|"]
+    for g in _ATTRIBUTES:
+        lo, hi = a["ci"][g]
+        lines.append(f"| {g} | {a['agreement'][g]:.1%} [{lo:.1%}, {hi:.1%}] | {a['pixel_rules_on_renders'][g]:.1%} |")
+    return "\n".join(lines + ["", f"The bar: {a['bar']:.0%} per attribute. Situations: "
+                              + ", ".join(a["by_situation"]) + "."])
+
+
+def _mean_ci(values: list[float], digits: int = 2) -> str:
+    lo, hi = bootstrap_ci(values)
+    return f"{np.mean(values):.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _lora_vs_full(results: dict[str, dict]) -> str:
+    r = results["03_lora_vs_full_finetuning"]
+    table, base = r["table"], r["base_model"]
+    lines = [f"Seeds {r['seeds']}, {r['steps']} steps; mean ± half the range over seeds where a ± is shown.", "",
+             "| | " + " | ".join(row["method"] for row in table) + " | base model |", "|---" * (len(table) + 2) + "|"]
+    for key in (k for k in table[0] if k != "method"):
+        lines.append(f"| {key} | " + " | ".join(str(row[key]) for row in table) + " | "
+                     + (f"{base[key]:.2f}" if key in base else "") + " |")
+    return "\n".join(lines)
+
+
+def _collapse(results: dict[str, dict]) -> str:
+    r = results["04_mode_collapse"]
+    seeds = r["per_seed"]
+    lines = [f"Mean over seeds {r['seeds']} [95% bootstrap CI]; {r['steps']} steps. Diversity: Vendi score of 16 samples "
+             f"in pixel space (16 photos of the instance: {r['reference']['instance_photos_diversity']:.2f}; the same "
+             f"object anywhere: {r['reference']['anywhere_diversity']:.2f}).", "",
+             "| | fidelity | diversity | \"a triangle\" drawn as the instance |", "|---|---|---|---|",
+             f"| base model | {r['base']['fidelity']:.2f} | {r['base']['diversity']:.2f} | {r['base']['class_as_instance']:.2f} |"]
+    for name, v in seeds.items():
+        lines.append(f"| {name} | {_mean_ci(v['fidelity'])} | {_mean_ci(v['diversity'])} | {_mean_ci(v['class_as_instance'])} |")
+    return "\n".join(lines)
+
+
+def _mixing(results: dict[str, dict]) -> str:
+    r = results["05_interpolation_and_merging"]
+    lines = [f"At t = ½ (peft {r['peft_version']}): each method's ΔW against the exact weight-space midpoint, and what "
+             "its samples show along t.", "",
+             "| method | ‖ΔW(½)‖ / exact | relative error | P(orange) at ½ | P(striped) at ½ | lowest Vendi / ends | ms per mix |",
+             "|---|---|---|---|---|---|---|"]
+    weights = r["weights_at_half"]
+    for name, m in r["methods"].items():
+        w = weights.get(name, weights["weight"] if name == "set_adapters" else None)
+        norm = f"{w['‖ΔW(½)‖ / exact']:.2f} | {w['relative error']:.2f}" if w else "— | —"
+        lines.append(f"| {name} | {norm} | {m['p_orange_mid']:.2f} | {m['p_striped_mid']:.2f} | {m['vendi_dip']:.2f} | "
+                     f"{m['mix_ms']:.0f} |")
+    cost = r["cost_vs_base"]
+    return "\n".join(lines + ["", f"Generating with two unmerged adapters costs {cost['unmerged']:.2f}× the base model, "
+                              f"a merged mix {cost['merged']:.2f}×."])
+
+
+def _files(results: dict[str, dict]) -> str:
+    r = results["06_lora_files_and_implementations"]
+    lines = ["| file | alpha read back | orange drawn |", "|---|---|---|"]
+    lines += [f"| {name} | {v['alpha read']:g} | {v['orange share']:.2f} |" for name, v in r["alpha_trap"].items()]
+    return "\n".join(lines + ["", f"From scratch vs peft, same start: largest loss gap {r['scratch_vs_peft_loss_gap']:.1e}, "
+                              f"images {r['scratch_vs_peft_pixels']}/255 apart; kohya file vs peft: "
+                              f"{r['kohya_vs_peft_pixels']}/255."])
+
+
+def _erasers(results: dict[str, dict]) -> str:
+    r = results["07_lora_as_a_control"]["erasure"]
+    cols = ["erasure rate", "collateral (drop on other prompts)", "red prompts: shape right", "training seconds"]
+    lines = ["| eraser | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, v in r.items():
+        cells = ["—" if v.get(c) is None else f"{v[c]:.0f}" if c == "training seconds" else f"{v[c]:.2f}" for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _pretraining(report: dict) -> str:
+    return (f"{report['vae_steps']:,} VAE steps on every concept, then {report['unet_steps']:,} text encoder + UNet "
+            f"steps at batch {report['batch_size']} on the pre-training concepts: **{_minutes(report['seconds_total'])}** "
+            f"on a {report['torch_threads']}-thread {report['device'].upper()} (VAE {_minutes(report['seconds_vae'])}; "
+            f"text encoder + UNet {_minutes(report['seconds_text_encoder_unet'])}; final UNet loss "
+            f"{report['final_unet_loss']:.4f}; run of {report['date']}).")
+
+
+def _claims(results_dir: Path) -> str:
+    return markdown_table(claims_table(results_dir)).replace("](0", "](notebooks/0")
+
+
+BLOCKS: dict[str, Callable[[dict[str, dict]], str]] = {
+    "notebook-times": _times,
+    "base-quality": _base_quality,
+    "judge-audit": _judge_audit,
+    "lora-vs-full": _lora_vs_full,
+    "collapse": _collapse,
+    "mixing": _mixing,
+    "files": _files,
+    "erasers": _erasers,
+}
+
+
+def generated_blocks(results_dir: str | Path = RESULTS_DIR) -> dict[str, str]:
+    """Every generated README block, by name, from the saved results."""
+    results = _load(Path(results_dir))
+    blocks = {name: make(results) for name, make in BLOCKS.items()}
+    blocks["claims"] = _claims(Path(results_dir))
+    blocks["pretraining"] = _pretraining(json.loads((PIPELINE_DIR / REPORT_NAME).read_text()))
+    return blocks
+
+
+def _pattern(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- generated:{re.escape(name)} -->\n)(.*?)(<!-- /generated:{re.escape(name)} -->)", re.S)
+
+
+def render(text: str, blocks: dict[str, str]) -> str:
+    """The README text with every marked block replaced; a block without its markers is an error."""
+    for name, body in blocks.items():
+        pattern = _pattern(name)
+        if not pattern.search(text):
+            raise ValueError(f"README has no markers for block {name!r}: add <!-- generated:{name} --> and "
+                             f"<!-- /generated:{name} --> where the table goes")
+        text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(3), text)
+    return text
+
+
+def update_readme(path: str | Path = README, check: bool = False, results_dir: str | Path = RESULTS_DIR) -> list[str]:
+    """Rewrite the README's generated blocks (atomically); with `check`, only list the blocks that are stale."""
+    path = Path(path)
+    text = path.read_text()
+    blocks = generated_blocks(results_dir)
+    stale = [name for name, body in blocks.items() if render(text, {name: body}) != text]
+    if stale and not check:
+        with atomic_path(path) as tmp:
+            tmp.write_text(render(text, blocks))
+    return stale
