@@ -27,18 +27,22 @@ class _TorchvisionNoticeFilter(logging.Filter):
         return "requires torchvision" not in record.getMessage()
 
 
-logging.getLogger("transformers.utils.import_utils").addFilter(_TorchvisionNoticeFilter())
-
-from diffusers import (  # noqa: E402  (after the filter, which must exist when diffusers imports transformers)
-    AutoencoderKL,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
-    StableDiffusionPipeline,
-    UNet2DConditionModel,
-)
-from diffusers.utils import logging as diffusers_logging  # noqa: E402
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
-from transformers.utils import logging as transformers_logging  # noqa: E402
+# The notice is logged while diffusers imports transformers: the filter is installed for these imports only.
+_IMPORT_LOGGER, _NOTICE_FILTER = logging.getLogger("transformers.utils.import_utils"), _TorchvisionNoticeFilter()
+_IMPORT_LOGGER.addFilter(_NOTICE_FILTER)
+try:
+    from diffusers import (
+        AutoencoderKL,
+        DDPMScheduler,
+        DPMSolverMultistepScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from diffusers.utils import logging as diffusers_logging
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as transformers_logging
+finally:
+    _IMPORT_LOGGER.removeFilter(_NOTICE_FILTER)
 
 from lorakit.arguments import require_whole
 from lorakit.data import IMAGE_SIZE, as_uint8, unknown_words
