@@ -99,9 +99,8 @@ def predict_words(model: AttributeClassifier, images) -> list[dict[str, str]]:
 
 
 @torch.no_grad()
-def features(images, model: AttributeClassifier | None = None, batch_size: int = 256) -> torch.Tensor:
-    """Penultimate-layer features of an image batch; (B, 96) on the CPU."""
-    model = model if model is not None else load_classifier()
+def features(model: AttributeClassifier, images, batch_size: int = 256) -> torch.Tensor:
+    """Penultimate-layer features of an image batch; (B, 96) on the CPU (arguments in `classify`'s order)."""
     dev = next(model.parameters()).device
     x = as_uint8(images)
     return torch.cat([model.features(_prepare(x[i : i + batch_size], dev)).cpu() for i in range(0, len(x), batch_size)])

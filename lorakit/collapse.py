@@ -57,7 +57,7 @@ class CollapseProbe:
         self.class_prompt = f"a {self.shape}"
         # the real class of the instance: the same object anywhere on the canvas
         real = make_dataset(64, seed=7, include=[self.colour, self.shape, self.size])
-        self._real_feats = features(real.images, self.classifier)
+        self._real_feats = features(self.classifier, real.images)
 
     def samples(self, pipe: StableDiffusionPipeline, seed_offset: int = 0, **kwargs) -> dict[str, object]:
         """Generate the probe's images: token prompt, edited token prompts, class prompts, plain class prompt."""
@@ -79,7 +79,7 @@ class CollapseProbe:
         per = self.n // 4
         clf = self.classifier
         token = images["token"]
-        prdc = precision_recall_density_coverage(self._real_feats, features(token, clf), k=3)
+        prdc = precision_recall_density_coverage(self._real_feats, features(clf, token), k=3)
         plain_words = attribute_accuracy(images["plain"], self.identity, clf)
         return {
             "fidelity": attribute_accuracy(token, self.identity, clf)["all"],

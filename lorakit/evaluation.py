@@ -61,5 +61,5 @@ def evaluate_prompts(
     overall = attribute_accuracy(all_images, all_prompts, clf)
     words = sorted({w for p in prompts for w in parse_prompt(p).values()})
     real = make_dataset(len(all_images), seed=seed + 10_000, include=words)
-    fd = frechet_distance(features(all_images, clf), features(real.images, clf))
+    fd = frechet_distance(features(clf, all_images), features(clf, real.images))
     return QualityReport(rows, overall, fd, all_images, all_prompts)

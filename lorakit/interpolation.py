@@ -61,7 +61,7 @@ class BlendStudy:
         self.concepts = (concept_of(concept_a), concept_of(concept_b))
         self.classifier = classifier if classifier is not None else load_classifier()
         real = make_dataset(n_real, seed=11, include=list(parse_prompt(prompt).values()))
-        self.real_feats = features(real.images, self.classifier)
+        self.real_feats = features(self.classifier, real.images)
         self.cache: dict[tuple, torch.Tensor] = {}
         self.paths: dict[tuple[str, tuple[float, ...]], PathResult] = {}
         self.mix_seconds: list[float] = []
@@ -100,7 +100,7 @@ class BlendStudy:
         """(mean top-1 classifier probability over colour/shape/size/style, Fréchet distance to real images)."""
         probs = classify(self.classifier, images)
         confidence = float(np.mean([probs[g].max(dim=1).values.mean() for g in ATTRIBUTES]))
-        return confidence, frechet_distance(features(images, self.classifier), self.real_feats)
+        return confidence, frechet_distance(features(self.classifier, images), self.real_feats)
 
     def path(self, method: str, ts: Sequence[float] = DEFAULT_TS) -> PathResult:
         """Every measure along t for one method at the study's seeds (cached)."""
@@ -119,7 +119,7 @@ class BlendStudy:
             result.confidence.append(confidence)
             result.frechet.append(fd)
             result.vendi.append(image_vendi(images))
-            feats.append(features(images, self.classifier))
+            feats.append(features(self.classifier, images))
         result.jumps = [float((b - a).norm(dim=1).mean()) for a, b in zip(feats, feats[1:])]
         timed = self.mix_seconds[start_count:]
         result.mix_ms = 1000 * float(np.mean(timed)) if timed else 0.0

@@ -26,7 +26,7 @@ def test_shipped_classifier_is_at_least_99_percent_accurate_per_attribute(classi
 
 def test_features_and_words(classifier):
     data = make_dataset(10, seed=1, include=ALL_WORDS)
-    feats = features(data.images, classifier)
+    feats = features(classifier, data.images)
     assert feats.shape == (10, FEATURE_DIM)
     words = predict_words(classifier, data.images)
     assert words[0]["colour"] == data.attributes[0].colour
