@@ -25,6 +25,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
+from peft.tuners.lora import LoraLayer
 from tqdm.auto import tqdm
 
 from lorakit.adapters import add_adapter
@@ -118,6 +119,9 @@ def train_control(
     which = torch.tensor([[row[t.prompt], row[t.plus], row[t.minus]] for t in targets])  # (T, 3)
     schedule = training_scheduler()
     scaling = pipe.vae.config.scaling_factor
+    unet.set_adapters([name], weights=[1.0])  # the only active adapter; activating resets requires_grad:
+    for p in params:
+        p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
     dev = unet.device
@@ -130,7 +134,7 @@ def train_control(
         rows = which[torch.randint(0, len(targets), (batch_size,), generator=gen)]  # (B, 3)
         c, plus, minus = (emb[rows[:, k]].to(dev) for k in range(3))  # each (B, 16, 64)
         with torch.no_grad():  # the frozen model: the adapter at weight 0 adds exactly nothing
-            _set_weight(unet, name, 0.0, params)
+            _set_weight(unet, name, 0.0)
             hidden = torch.cat([plus, minus, c] if kind == "slider" else [plus, minus])
             k = len(hidden) // batch_size
             frozen = unet(noisy.repeat(k, 1, 1, 1), t.repeat(k), encoder_hidden_states=hidden).sample.chunk(k)
@@ -141,17 +145,17 @@ def train_control(
         else:
             e_concept, e_anchor = frozen
             goal = e_anchor - eta * (e_concept - e_anchor)
-        _set_weight(unet, name, s, params)
+        _set_weight(unet, name, s)
         loss = F.mse_loss(unet(noisy, t, encoder_hidden_states=c).sample, goal)
         losses.append(optimizer_step(opt, loss, step, lr))
-    _set_weight(unet, name, 1.0, params)
+    _set_weight(unet, name, 1.0)
     unet.eval()
     return losses, time.perf_counter() - start
 
 
-def _set_weight(unet: torch.nn.Module, name: str, weight: float, params: list[torch.nn.Parameter]) -> None:
-    """diffusers' set_adapters, then the adapter's factors made trainable again (activating an adapter
-    through peft resets requires_grad)."""
-    unet.set_adapters([name], weights=[weight])
-    for p in params:
-        p.requires_grad_(True)
+def _set_weight(unet: torch.nn.Module, name: str, weight: float) -> None:
+    """The adapter's weight in every layer, through peft's `set_scale` (what diffusers' `set_adapters`
+    does per layer, without re-activating the adapter, which would reset requires_grad)."""
+    for module in unet.modules():
+        if isinstance(module, LoraLayer):
+            module.set_scale(name, weight)
