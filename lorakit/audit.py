@@ -10,6 +10,7 @@ can tell which judge is wrong.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +61,31 @@ class JudgeAudit:
         """One row per situation plus an "all" row: images and agreement per attribute (for printing)."""
         rows = [{"situation": s, "images": self.counts[s], **self.by_situation[s]} for s in self.counts]
         return rows + [{"situation": "all", "images": sum(self.counts.values()), **self.agreement}]
+
+    def report(self) -> str:
+        """The audit as text: agreement per situation and attribute, each attribute against the bar, and
+        the disagreements counted by kind (situation, attribute, the classifier's word / the pixel rules')."""
+        width = max(len(s) for s in [*self.counts, "situation"]) + 1
+        lines = [f"{'situation':{width}s} {'images':>6s} " + " ".join(f"{g:>7s}" for g in ATTRIBUTES)]
+        lines += [f"{r['situation']:{width}s} {r['images']:6d} " + " ".join(f"{r[g]:7.1%}" for g in ATTRIBUTES)
+                  for r in self.rows()]
+        for g, ok in self.passes().items():
+            lo, hi = self.ci[g]
+            lines.append(f"{g:7s} agreement {self.agreement[g]:.1%} (95% CI {lo:.1%}-{hi:.1%}): "
+                         f"{'meets' if ok else 'BELOW'} the {AGREEMENT_BAR:.0%} bar")
+        kinds = Counter((d.situation, d.attribute, f"{d.judge} / {d.pixels}") for d in self.disagreements)
+        lines.append(f"{len(self.disagreements)} disagreements (image x attribute) in {sum(self.counts.values())} "
+                     "images; by situation, attribute and words (classifier / pixel rules):")
+        lines += [f"  {n:4d}  {s:{width}s} {g:7s} {words}" for (s, g, words), n in kinds.most_common(12)]
+        return "\n".join(lines)
+
+    def disagreement_images(self, n: int) -> tuple[torch.Tensor, list[str]]:
+        """The first n disagreements as images (uint8 (n, 3, 32, 32)) with titles naming both judges' words."""
+        shown = self.disagreements[:n]
+        if not shown:
+            return torch.zeros(0, 3, 32, 32, dtype=torch.uint8), []
+        return (torch.stack([self.images[d.situation][d.index] for d in shown]),
+                [f"{d.situation}\n{d.attribute}: clf {d.judge}\npx {d.pixels}" for d in shown])
 
     def summary(self) -> dict[str, object]:
         """JSON-ready numbers: agreement, interval and verdict against the bar per attribute."""

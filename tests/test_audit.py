@@ -24,6 +24,10 @@ def test_judge_agrees_with_the_pixel_rules_on_generated_images(situations, class
         assert audit.agreement[g] >= AGREEMENT_BAR, (g, audit.agreement[g], audit.by_situation)
     assert audit.rows()[-1]["situation"] == "all"
     assert all(d.judge != d.pixels for d in audit.disagreements)
+    text = audit.report()
+    assert text.count("the 95% bar") == len(ATTRIBUTES) and "BELOW" not in text and "base" in text
+    images, titles = audit.disagreement_images(3)
+    assert len(images) == len(titles) == min(3, len(audit.disagreements)) and images.dtype == torch.uint8
 
 
 def test_a_wrong_judge_is_caught(situations, classifier):
