@@ -1,11 +1,17 @@
 """The judge audited: the attribute classifier against the pixel rules on the images it judges.
 
 Every "the model learnt X" in the course is the classifier's reading of generated images. Here it is
-compared, image by image, with `lorakit.pixels` (hue, stripe periodicity, fill ratio, corners,
+compared, image by image, with `lorakit.pixels` (hue, stripe periodicity, nearest rendered silhouettes,
 extent) on generated images from the situations the notebooks judge: base prompts, each shipped
 LoRA, and blends of the two along t (notebooks 04 and 07 audit their checkpoints, sliders and
 erasers the same way with `audit_judge`). Where the two disagree, the images are shown so a person
 can tell which judge is wrong.
+
+Agreement is reported twice. On readable images: where the pixel rules can read the attribute (an
+image with no object has no colour to read, a blob unlike any rendered shape no shape or size). And on
+all images, counting every image the pixel rules cannot read as a disagreement: the classifier has no
+answer for "no object" and gives such images a word anyway. The images with no recognisable shape are
+counted per situation and shown apart, so a person can see what they are.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ class Disagreement:
     index: int
     attribute: str
     judge: str
-    pixels: str | None  # None: the pixel rules found no object
+    pixels: str  # the pixel rules' word
 
 
 @dataclass
@@ -47,32 +53,42 @@ class JudgeAudit:
     """Agreement of the classifier with the pixel rules, per attribute, overall and by situation."""
 
     counts: dict[str, int]  # situation -> images
-    agreement: dict[str, float]  # attribute -> share of all images on which both judges agree
+    agreement: dict[str, float]  # attribute -> share of the readable images on which both judges agree
     ci: dict[str, tuple[float, float]]  # attribute -> 95% bootstrap interval of that share (over images)
-    by_situation: dict[str, dict[str, float]]  # situation -> attribute -> agreement
+    agreement_all: dict[str, float]  # attribute -> share of all images, an unreadable one counted as disagreeing
+    ci_all: dict[str, tuple[float, float]]
+    by_situation: dict[str, dict[str, float]]  # situation -> attribute -> agreement (NaN: nothing readable)
+    unreadable: dict[str, list[int]]  # situation -> images with no object or no recognisable shape
     disagreements: list[Disagreement] = field(default_factory=list)
     images: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    classifier: AttributeClassifier | None = field(default=None, repr=False)
 
-    def passes(self, bar: float = AGREEMENT_BAR) -> dict[str, bool]:
-        """Per attribute: does the agreement reach the bar?"""
-        return {g: a >= bar for g, a in self.agreement.items()}
+    def passes(self, bar: float = AGREEMENT_BAR, readable_only: bool = True) -> dict[str, bool]:
+        """Per attribute: does the agreement (on readable images, or on all) reach the bar?"""
+        return {g: a >= bar for g, a in (self.agreement if readable_only else self.agreement_all).items()}
 
     def rows(self) -> list[dict[str, object]]:
-        """One row per situation plus an "all" row: images and agreement per attribute (for printing)."""
-        rows = [{"situation": s, "images": self.counts[s], **self.by_situation[s]} for s in self.counts]
-        return rows + [{"situation": "all", "images": sum(self.counts.values()), **self.agreement}]
+        """One row per situation plus an "all" row: images, unreadable images and agreement per attribute."""
+        rows = [{"situation": s, "images": self.counts[s], "unreadable": len(self.unreadable[s]), **self.by_situation[s]}
+                for s in self.counts]
+        return rows + [{"situation": "all", "images": sum(self.counts.values()),
+                        "unreadable": sum(len(v) for v in self.unreadable.values()), **self.agreement}]
 
     def report(self) -> str:
         """The audit as text: agreement per situation and attribute, each attribute against the bar, and
         the disagreements counted by kind (situation, attribute, the classifier's word / the pixel rules')."""
         width = max(len(s) for s in [*self.counts, "situation"]) + 1
-        lines = [f"{'situation':{width}s} {'images':>6s} " + " ".join(f"{g:>7s}" for g in ATTRIBUTES)]
-        lines += [f"{r['situation']:{width}s} {r['images']:6d} " + " ".join(f"{r[g]:7.1%}" for g in ATTRIBUTES)
-                  for r in self.rows()]
-        for g, ok in self.passes().items():
-            lo, hi = self.ci[g]
-            lines.append(f"{g:7s} agreement {self.agreement[g]:.1%} (95% CI {lo:.1%}-{hi:.1%}): "
-                         f"{'meets' if ok else 'BELOW'} the {AGREEMENT_BAR:.0%} bar")
+        lines = [f"{'situation':{width}s} {'images':>6s} {'no shape':>8s} " + " ".join(f"{g:>7s}" for g in ATTRIBUTES)]
+        lines += [f"{r['situation']:{width}s} {r['images']:6d} {r['unreadable']:8d} "
+                  + " ".join(f"{r[g]:7.1%}" if r[g] == r[g] else f"{'-':>7s}" for g in ATTRIBUTES) for r in self.rows()]
+        verdict = {True: "meets", False: "BELOW"}
+        for g in ATTRIBUTES:
+            (lo, hi), (lo_all, hi_all) = self.ci[g], self.ci_all[g]
+            lines.append(f"{g:7s} agreement {self.agreement[g]:.1%} on readable images (95% CI {lo:.1%}-{hi:.1%}): "
+                         f"{verdict[self.passes()[g]]} the {AGREEMENT_BAR:.0%} bar; on all images {self.agreement_all[g]:.1%} "
+                         f"({lo_all:.1%}-{hi_all:.1%}): {verdict[self.passes(readable_only=False)[g]]} it")
+        lines.append(f"no shape: {sum(len(v) for v in self.unreadable.values())} images with no object or a blob "
+                     "unlike any rendered shape (the pixel rules read no shape; the classifier still gives a word)")
         kinds = Counter((d.situation, d.attribute, f"{d.judge} / {d.pixels}") for d in self.disagreements)
         lines.append(f"{len(self.disagreements)} disagreements (image x attribute) in {sum(self.counts.values())} "
                      "images; by situation, attribute and words (classifier / pixel rules):")
@@ -87,12 +103,25 @@ class JudgeAudit:
         return (torch.stack([self.images[d.situation][d.index] for d in shown]),
                 [f"{d.situation}\n{d.attribute}: clf {d.judge}\npx {d.pixels}" for d in shown])
 
+    def unreadable_images(self, n: int) -> tuple[torch.Tensor, list[str]]:
+        """The first n images with no recognisable shape (uint8 (n, 3, 32, 32)), titled with the classifier's shape."""
+        shown = [(s, i) for s, idx in self.unreadable.items() for i in idx][:n]
+        if not shown:
+            return torch.zeros(0, 3, 32, 32, dtype=torch.uint8), []
+        images = torch.stack([self.images[s][i] for s, i in shown])
+        words = predict_words(self.classifier if self.classifier is not None else load_classifier(), images)
+        return images, [f"{s}\nclf {w['shape']}" for (s, _), w in zip(shown, words)]
+
     def summary(self) -> dict[str, object]:
         """JSON-ready numbers: agreement, interval and verdict against the bar per attribute."""
         return {"images": sum(self.counts.values()), "bar": AGREEMENT_BAR,
+                "unreadable": {s: len(v) for s, v in self.unreadable.items()},
                 "agreement": {g: round(a, 4) for g, a in self.agreement.items()},
                 "ci": {g: [round(lo, 4), round(hi, 4)] for g, (lo, hi) in self.ci.items()},
-                "by_situation": {s: {g: round(a, 4) for g, a in v.items()} for s, v in self.by_situation.items()}}
+                "agreement_all": {g: round(a, 4) for g, a in self.agreement_all.items()},
+                "ci_all": {g: [round(lo, 4), round(hi, 4)] for g, (lo, hi) in self.ci_all.items()},
+                "by_situation": {s: {g: None if a != a else round(a, 4) for g, a in v.items()}
+                                 for s, v in self.by_situation.items()}}
 
 
 def audit_judge(situations: dict[str, torch.Tensor], classifier: AttributeClassifier | None = None) -> JudgeAudit:
@@ -101,7 +130,8 @@ def audit_judge(situations: dict[str, torch.Tensor], classifier: AttributeClassi
         raise ValueError("audit_judge needs at least one situation: a dict name -> generated images")
     classifier = classifier if classifier is not None else load_classifier()
     agree: dict[str, list[float]] = {g: [] for g in ATTRIBUTES}
-    by_situation, counts, disagreements, kept = {}, {}, [], {}
+    agree_all: dict[str, list[float]] = {g: [] for g in ATTRIBUTES}  # unreadable: 0
+    by_situation, counts, unreadable, disagreements, kept = {}, {}, {}, [], {}
     for name, images in situations.items():
         images = as_uint8(images)
         if len(images) == 0:
@@ -109,13 +139,20 @@ def audit_judge(situations: dict[str, torch.Tensor], classifier: AttributeClassi
         judge, pixels = predict_words(classifier, images), pixel_words(images)
         by_situation[name] = {}
         for g in ATTRIBUTES:
-            same = [float(j[g] == p[g]) for j, p in zip(judge, pixels)]
+            readable = [i for i, p in enumerate(pixels) if p[g] is not None]
+            same = [float(judge[i][g] == pixels[i][g]) for i in readable]
             agree[g] += same
-            by_situation[name][g] = float(np.mean(same))
-            disagreements += [Disagreement(name, i, g, judge[i][g], pixels[i][g]) for i, s in enumerate(same) if not s]
+            agree_all[g] += [float(judge[i][g] == p[g]) for i, p in enumerate(pixels)]
+            by_situation[name][g] = float(np.mean(same)) if same else float("nan")
+            disagreements += [Disagreement(name, i, g, judge[i][g], pixels[i][g]) for i, s in zip(readable, same) if not s]
         counts[name], kept[name] = len(images), images
+        unreadable[name] = [i for i, p in enumerate(pixels) if p["shape"] is None]
+    if not agree["shape"]:
+        raise ValueError("no image shows a recognisable shape: there is nothing to audit the judge on")
     return JudgeAudit(counts, {g: float(np.mean(v)) for g, v in agree.items()},
-                      {g: bootstrap_ci(v) for g, v in agree.items()}, by_situation, disagreements, kept)
+                      {g: bootstrap_ci(v) for g, v in agree.items()}, {g: float(np.mean(v)) for g, v in agree_all.items()},
+                      {g: bootstrap_ci(v) for g, v in agree_all.items()}, by_situation, unreadable, disagreements, kept,
+                      classifier)
 
 
 def audit_situations(pipe: StableDiffusionPipeline, n_per_prompt: int = 4, n_blend: int = 16, seed: int = 0,

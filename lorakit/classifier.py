@@ -18,9 +18,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lorakit.arguments import require_whole
-from lorakit.data import ATTRIBUTE_WORDS, ATTRIBUTES, COLOURS, ShapesDataset, as_uint8, concat_datasets, make_dataset, to_model_range, to_uint8
+from lorakit.data import ATTRIBUTE_WORDS, ATTRIBUTES, COLOURS, ShapesDataset, as_uint8, concat_datasets, make_dataset
 from lorakit.devices import device as pick_device
 from lorakit.paths import CLASSIFIER_PATH, atomic_path, check_output_file
+from lorakit.pipeline import load_pipeline, vae_round_trip
 from lorakit.pixels import nearest_colour, object_hues
 
 FEATURE_DIM = 96
@@ -164,16 +165,6 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def vae_round_trip(images: torch.Tensor, vae: torch.nn.Module, batch_size: int = 500) -> torch.Tensor:
-    """Images encoded and decoded by a pipeline's VAE (latent mean): uint8 (B, 3, H, W), as generated images look."""
-    dev = next(vae.parameters()).device
-    out = []
-    for i in tqdm(range(0, len(images), batch_size), desc="VAE round trips", leave=False):
-        x = to_model_range(images[i : i + batch_size]).to(dev)
-        out.append(to_uint8(vae.decode(vae.encode(x).latent_dist.mean).sample.cpu()))
-    return torch.cat(out)
-
-
 def _judge_training_set(n_train: int, seed: int, round_trips: int, vae: torch.nn.Module | None) -> ShapesDataset:
     """Rendered images of every attribute, plus `round_trips` of them through the pipeline's VAE."""
     train = make_dataset(n_train, seed=seed + 1, include=ATTRIBUTE_WORDS)
@@ -212,8 +203,6 @@ def train_classifier(
     torch.manual_seed(seed)
     dev = pick_device(device)
     if vae is None:
-        from lorakit.pipeline import load_pipeline
-
         vae = load_pipeline().vae
     train = _judge_training_set(n_train, seed, min(n_train // 4, steps * batch_size // 4), vae)
     val = make_dataset(2_000, seed=seed + 2, include=ATTRIBUTE_WORDS)

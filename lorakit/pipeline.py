@@ -18,6 +18,7 @@ from typing import Iterator, Sequence
 
 import torch
 from safetensors import safe_open
+from tqdm.auto import tqdm
 
 
 class _TorchvisionNoticeFilter(logging.Filter):
@@ -45,7 +46,7 @@ finally:
     _IMPORT_LOGGER.removeFilter(_NOTICE_FILTER)
 
 from lorakit.arguments import require_whole
-from lorakit.data import IMAGE_SIZE, as_uint8, unknown_words
+from lorakit.data import IMAGE_SIZE, as_uint8, to_model_range, to_uint8, unknown_words
 from lorakit.devices import device as pick_device
 from lorakit.paths import PIPELINE_DIR
 from lorakit.tokenizer import MAX_LENGTH, build_tokenizer
@@ -274,6 +275,17 @@ def generate(
             **kwargs,
         ).images  # (B, 3, H, W) float in [0, 1]
     return as_uint8(out)
+
+
+@torch.no_grad()
+def vae_round_trip(images: torch.Tensor, vae: torch.nn.Module, batch_size: int = 500) -> torch.Tensor:
+    """Images encoded and decoded by a pipeline's VAE (latent mean): uint8 (B, 3, H, W), as generated images look."""
+    dev = next(vae.parameters()).device
+    out = []
+    for i in tqdm(range(0, len(images), batch_size), desc="VAE round trips", leave=False):
+        x = to_model_range(images[i : i + batch_size]).to(dev)
+        out.append(to_uint8(vae.decode(vae.encode(x).latent_dist.mean).sample.cpu()))
+    return torch.cat(out)
 
 
 def parameter_counts(pipe: StableDiffusionPipeline) -> dict[str, int]:

@@ -1,13 +1,16 @@
-"""Plots the notebooks share: image grids with captions."""
+"""Plots the notebooks share: image grids with captions, and a judge audit's images."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from lorakit.data import as_uint8
+
+if TYPE_CHECKING:
+    from lorakit.audit import JudgeAudit
 
 
 def show_grid(
@@ -40,3 +43,16 @@ def show_grid(
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def show_audit(audit: JudgeAudit, n: int) -> list[Figure]:
+    """Show a judge audit's first n disagreements, then its first n images with no recognisable shape."""
+    unreadable = sum(len(v) for v in audit.unreadable.values())
+    figures = []
+    for (images, titles), total, what in ((audit.disagreement_images(n), len(audit.disagreements), "where the judges disagree"),
+                                          (audit.unreadable_images(n), unreadable, "no recognisable shape (the classifier's word)")):
+        if titles:
+            figures.append(show_grid(images, titles, ncols=8, scale=1.2,
+                                     suptitle=f"{what}: the first {len(titles)} of {total}"))
+            plt.show()
+    return figures

@@ -1,10 +1,15 @@
 """The judge audit: the shipped classifier agrees with the pixel rules on generated images (the bar: 95%)."""
 
+import json
+import math
+
 import pytest
 import torch
 
 from lorakit.audit import AGREEMENT_BAR, audit_judge, audit_situations
-from lorakit.data import ATTRIBUTES
+from lorakit.data import ATTRIBUTES, BACKGROUND
+from lorakit.plotting import show_audit
+from lorakit.results import load_results
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +30,9 @@ def test_judge_agrees_with_the_pixel_rules_on_generated_images(situations, class
     assert audit.rows()[-1]["situation"] == "all"
     assert all(d.judge != d.pixels for d in audit.disagreements)
     text = audit.report()
-    assert text.count("the 95% bar") == len(ATTRIBUTES) and "BELOW" not in text and "base" in text
+    assert text.count("the 95% bar") == len(ATTRIBUTES) and text.count("on all images") == len(ATTRIBUTES)
+    assert all(audit.passes().values()) and "base" in text
+    assert all(audit.agreement_all[g] <= audit.agreement[g] + 1e-12 for g in ATTRIBUTES)  # unreadable counts against
     images, titles = audit.disagreement_images(3)
     assert len(images) == len(titles) == min(3, len(audit.disagreements)) and images.dtype == torch.uint8
 
@@ -52,3 +59,28 @@ def test_audit_refuses_empty_input(classifier):
         audit_judge({}, classifier)
     with pytest.raises(ValueError, match="no images"):
         audit_judge({"x": torch.zeros(0, 3, 32, 32, dtype=torch.uint8)}, classifier)
+
+
+def test_images_with_no_shape_are_counted_apart_not_as_agreement(situations, classifier):
+    blank = torch.tensor(BACKGROUND, dtype=torch.uint8)[None, :, None, None].expand(2, 3, 32, 32).contiguous()
+    audit = audit_judge({"base": situations["base"], "blank": blank}, classifier)
+    assert audit.counts["blank"] == 2 and audit.unreadable["blank"] == [0, 1]
+    assert all(math.isnan(a) for a in audit.by_situation["blank"].values())
+    assert not any(d.situation == "blank" for d in audit.disagreements)
+    assert audit.agreement == audit_judge({"base": situations["base"]}, classifier).agreement
+    images, titles = audit.unreadable_images(50)
+    assert len(images) == len(titles) >= 2 and titles[-1].startswith("blank\nclf ")
+    json.dumps(audit.summary(), allow_nan=False)  # NaN agreement is saved as null
+    assert "blank" in audit.report()
+    figures = show_audit(audit, 4)
+    assert len(figures) == (2 if audit.disagreements else 1) and "no recognisable shape" in figures[-1]._suptitle.get_text()
+
+
+@pytest.mark.parametrize("notebook", ["01_tiny_stable_diffusion", "04_mode_collapse", "07_lora_as_a_control"])
+def test_every_committed_judge_audit_meets_the_bar_on_readable_images(notebook):
+    """The audits the committed notebooks saved (full mode) reach the bar on every attribute's readable images,
+    and say how far they are from it on all images (no recognisable shape counted as a disagreement)."""
+    audit = load_results(notebook, quick=False)["judge_audit"]
+    assert audit["bar"] == AGREEMENT_BAR
+    assert all(audit["agreement"][g] >= AGREEMENT_BAR for g in ATTRIBUTES), (notebook, audit["agreement"])
+    assert set(audit["agreement_all"]) == set(ATTRIBUTES) and sum(audit["unreadable"].values()) < audit["images"]
