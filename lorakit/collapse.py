@@ -96,8 +96,3 @@ class CollapseProbe:
     def measure(self, pipe: StableDiffusionPipeline, seed_offset: int = 0, **kwargs) -> dict[str, float]:
         """Generate and score in one call (kwargs go to the pipeline, e.g. cross_attention_kwargs)."""
         return self.score(self.samples(pipe, seed_offset, **kwargs))
-
-
-def mean_spread(rows: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
-    """Mean and spread (half the max-min range) of each metric over seeds."""
-    return {k: (float(np.mean([r[k] for r in rows])), float(np.ptp([r[k] for r in rows]) / 2)) for k in rows[0]}
