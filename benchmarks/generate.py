@@ -6,12 +6,12 @@ All settings are timed side by side in one run, in alternating order, median of 
 
 from __future__ import annotations
 
-import statistics
-import time
+from functools import partial
 
 import torch
 
 from lorakit.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, generate, load_pipeline
+from lorakit.timing import interleaved_medians
 
 SETTINGS = [
     ("default: DPM-Solver 20 steps, guidance 4", DEFAULT_STEPS, DEFAULT_GUIDANCE),
@@ -26,19 +26,11 @@ def main(repeats: int = 7) -> None:
     """Time each setting `repeats` times, interleaved, and print medians and ratios."""
     pipe = load_pipeline()
     print(f"device: {pipe.device}, torch threads: {torch.get_num_threads()}, batch: {len(PROMPTS)} images")
-    for _, steps, guidance in SETTINGS:  # warm-up
-        generate(pipe, PROMPTS, num_inference_steps=steps, guidance_scale=guidance)
-    times: dict[str, list[float]] = {name: [] for name, _, _ in SETTINGS}
-    for r in range(repeats):
-        order = SETTINGS if r % 2 == 0 else SETTINGS[::-1]
-        for name, steps, guidance in order:
-            t0 = time.perf_counter()
-            generate(pipe, PROMPTS, num_inference_steps=steps, guidance_scale=guidance)
-            times[name].append(time.perf_counter() - t0)
-    base = statistics.median(times[SETTINGS[0][0]])
+    medians = interleaved_medians({name: partial(generate, pipe, PROMPTS, num_inference_steps=steps, guidance_scale=guidance)
+                                   for name, steps, guidance in SETTINGS}, repeats)
+    base = medians[SETTINGS[0][0]]
     print(f"{'setting':50s} {'s / 16 images':>14s} {'ms / image':>11s} {'ratio':>6s}")
-    for name, _, _ in SETTINGS:
-        med = statistics.median(times[name])
+    for name, med in medians.items():
         print(f"{name:50s} {med:14.3f} {1000 * med / len(PROMPTS):11.1f} {med / base:6.2f}")
 
 

@@ -7,8 +7,6 @@ printed as a ratio. Bars: a from-scratch training step <= 1.2x peft's; merged in
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import Callable
 
 import torch
@@ -16,6 +14,7 @@ from peft import LoraConfig
 
 from lorakit.lora import add_lora, merge_lora
 from lorakit.pipeline import LORA_TARGETS, load_pipeline
+from lorakit.timing import interleaved_medians
 
 RANK = 4
 BATCH = 32  # a training batch; also the UNet batch of 16 images with classifier-free guidance
@@ -51,32 +50,19 @@ def _forward(unet: torch.nn.Module) -> Callable[[], None]:
     return run
 
 
-def _time(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    for fn in fns.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    names = list(fns)
-    for r in range(repeats):
-        for name in names if r % 2 == 0 else names[::-1]:
-            t0 = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def main(repeats: int = 21) -> None:
     """Print both tables."""
     torch.manual_seed(0)
     scratch, peft_pipe = load_pipeline(device="cpu"), load_pipeline(device="cpu")
     add_lora(scratch.unet, LORA_TARGETS, rank=RANK, alpha=RANK)
     peft_pipe.unet.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, target_modules=list(LORA_TARGETS)))
-    train = _time({"peft LoRA": _train_step(peft_pipe.unet), "from-scratch LoRA": _train_step(scratch.unet)}, repeats)
+    train = interleaved_medians({"peft LoRA": _train_step(peft_pipe.unet), "from-scratch LoRA": _train_step(scratch.unet)}, repeats)
 
     base = load_pipeline(device="cpu")
     merged = load_pipeline(device="cpu")
     add_lora(merged.unet, LORA_TARGETS, rank=RANK, alpha=RANK)
     merge_lora(merged.unet)
-    infer = _time({"base UNet": _forward(base.unet), "LoRA unmerged": _forward(scratch.unet),
+    infer = interleaved_medians({"base UNet": _forward(base.unet), "LoRA unmerged": _forward(scratch.unet),
                    "LoRA merged": _forward(merged.unet)}, repeats)
 
     print(f"torch threads: {torch.get_num_threads()}, rank {RANK}, batch {BATCH}, median of {repeats}")

@@ -106,8 +106,11 @@ def _has_adapter(model: torch.nn.Module, name: str) -> bool:
     return name in (getattr(model, "peft_config", None) or {})
 
 
-def adapter_state(pipe: StableDiffusionPipeline, name: str = "default") -> dict[str, dict[str, torch.Tensor]]:
-    """The adapter's weights in diffusers' naming, per component: {"unet": {...}, "text_encoder": {...}}."""
+def adapter_state(pipe: StableDiffusionPipeline, name: str = "default") -> dict[str, torch.Tensor]:
+    """The adapter's weights as a diffusers LoRA file names them: "unet.<module>.lora_A.weight", "text_encoder.<...>".
+
+    This is what `lorakit.formats.save_lora` takes (with the adapter's alpha).
+    """
     if not _has_adapter(pipe.unet, name):
         known = sorted(getattr(pipe.unet, "peft_config", None) or {})
         raise KeyError(f"the UNet has no adapter named {name!r}; it has {known or 'none'} (see add_adapter)")
@@ -115,7 +118,13 @@ def adapter_state(pipe: StableDiffusionPipeline, name: str = "default") -> dict[
     if _has_adapter(pipe.text_encoder, name):
         state["text_encoder"] = convert_state_dict_to_diffusers(
             get_peft_model_state_dict(pipe.text_encoder, adapter_name=name))
-    return {part: {k: v.detach().cpu().clone() for k, v in sd.items()} for part, sd in state.items()}
+    return {f"{part}.{k}": v.detach().cpu().clone() for part, sd in state.items() for k, v in sd.items()}
+
+
+def _component(state: dict[str, torch.Tensor], part: str) -> dict[str, torch.Tensor] | None:
+    """One component's keys of an `adapter_state`, without its prefix (None when it has none)."""
+    sd = {k.removeprefix(f"{part}."): v for k, v in state.items() if k.startswith(f"{part}.")}
+    return sd or None
 
 
 def _metadata(model: torch.nn.Module, name: str) -> dict:
@@ -133,10 +142,10 @@ def save_adapter(pipe: StableDiffusionPipeline, path: str | Path, name: str = "d
     with atomic_path(path) as tmp:
         StableDiffusionPipeline.save_lora_weights(
             tmp.parent,
-            unet_lora_layers=state["unet"],
-            text_encoder_lora_layers=state.get("text_encoder"),
+            unet_lora_layers=_component(state, "unet"),
+            text_encoder_lora_layers=(text := _component(state, "text_encoder")),
             unet_lora_adapter_metadata=_metadata(pipe.unet, name),
-            text_encoder_lora_adapter_metadata=(_metadata(pipe.text_encoder, name) if "text_encoder" in state else None),
+            text_encoder_lora_adapter_metadata=(_metadata(pipe.text_encoder, name) if text else None),
             weight_name=tmp.name,
             safe_serialization=True,
         )

@@ -13,6 +13,7 @@ from diffusers import StableDiffusionPipeline
 
 from lorakit.classifier import AttributeClassifier, classify, features, load_classifier
 from lorakit.data import IMAGE_SIZE, ShapesDataset, make_dataset
+from lorakit.evaluation import score_images
 from lorakit.metrics import (
     attribute_accuracy,
     image_vendi,
@@ -87,16 +88,11 @@ class CollapseProbe:
             "position_px": position_spread(classify(clf, token)["position"].numpy() * IMAGE_SIZE),
             "nn_distance": float(nearest_train_distance(token, self.instance.images).mean()),
             "coverage": prdc["coverage"],
-            "editability": attribute_accuracy(images["edit"], [p for p in self.edit_prompts for _ in range(per)], clf)["all"],
-            "class_accuracy": attribute_accuracy(images["class"], [p for p in self.class_prompts for _ in range(per)], clf)["all"],
+            "editability": score_images(images["edit"], self.edit_prompts, per, clf).accuracy["all"],
+            "class_accuracy": score_images(images["class"], self.class_prompts, per, clf).accuracy["all"],
             "class_as_instance": plain_words["all"],
         }
 
     def measure(self, pipe: StableDiffusionPipeline, seed_offset: int = 0, **kwargs) -> dict[str, float]:
         """Generate and score in one call (kwargs go to the pipeline, e.g. cross_attention_kwargs)."""
         return self.score(self.samples(pipe, seed_offset, **kwargs))
-
-
-def mean_spread(rows: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
-    """Mean and spread (half the max-min range) of each metric over seeds."""
-    return {k: (float(np.mean([r[k] for r in rows])), float(np.ptp([r[k] for r in rows]) / 2)) for k in rows[0]}

@@ -17,6 +17,7 @@ from diffusers import StableDiffusionPipeline
 from lorakit.arguments import require_whole
 from lorakit.adapters import add_adapter, save_adapter
 from lorakit.data import ShapesDataset, concat_datasets, make_dataset
+from lorakit.evaluation import score_prompts
 from lorakit.finetune import train
 from lorakit.paths import DATA_DIR, atomic_folder, atomic_path, check_output_folder, swap_in
 
@@ -64,8 +65,7 @@ def train_adapters(out: str | Path, steps: int = 250, seed: int = 0, device: str
     `out` must be new or empty, or (with `overwrite`) a folder of these adapters; the folder is
     filled beside `out` and swapped in once every adapter is written.
     """
-    from lorakit.metrics import attribute_accuracy
-    from lorakit.pipeline import generate, load_pipeline
+    from lorakit.pipeline import load_pipeline
 
     out = Path(out)
     check_output_folder(out, _is_adapters_folder, "folder of concept adapters", overwrite, flag="--overwrite (overwrite=True)")
@@ -79,9 +79,8 @@ def train_adapters(out: str | Path, steps: int = 250, seed: int = 0, device: str
             seconds = time.perf_counter() - start
             prompts = [f"a {s} {concept} {shape}" if concept != "striped" else f"a {s} red {concept} {shape}"
                        for s in ("small", "large") for shape in ("circle", "square", "triangle")]
-            images = generate(pipe, prompts, seed=500, n_per_prompt=8)
             group = "style" if concept == "striped" else "colour"
-            accuracy = attribute_accuracy(images, [p for p in prompts for _ in range(8)])[group]
+            accuracy = score_prompts(pipe, prompts, n_per_prompt=8, seed=500).accuracy[group]
             path = save_adapter(pipe, tmp / f"{concept}.safetensors", name=concept)
             report[concept] = {"steps": steps, "seconds": round(seconds, 1), "final_loss": round(losses[-1], 4),
                                f"{group}_accuracy": accuracy, "bytes": path.stat().st_size}

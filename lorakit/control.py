@@ -34,7 +34,6 @@ from lorakit.pipeline import LORA_TARGETS, training_scheduler
 
 # ESD-x: only the cross-attention keys and values, the layers that read the prompt
 CROSS_ATTENTION_KV = ("attn2.to_k", "attn2.to_v")
-ALL_ATTENTION = LORA_TARGETS  # every attention projection, the kit's usual LoRA targets
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def keep_targets(prompts: Sequence[str]) -> list[Target]:
     return [Target(p, p, p) for p in prompts]
 
 
-def add_control_adapter(pipe: StableDiffusionPipeline, rank: int = 4, targets: Sequence[str] = ALL_ATTENTION,
+def add_control_adapter(pipe: StableDiffusionPipeline, rank: int = 4, targets: Sequence[str] = LORA_TARGETS,
                         name: str = "control", seed: int = 0) -> StableDiffusionPipeline:
     """Add a peft LoRA to the UNet only (the text encoder stays frozen, so prompts mean what they meant)."""
     return add_adapter(pipe, rank=rank, text_encoder=False, name=name, seed=seed, targets=targets)

@@ -1,18 +1,75 @@
-"""Measuring a pipeline: attribute accuracy per prompt and distance to the real image distribution."""
+"""Measuring a pipeline: images scored against their prompts, accuracy per prompt, distance to real images.
+
+`score_prompts` is the one place where the course generates images for prompts and asks the judge
+whether each shows what its prompt names; every notebook and training loop that scores a pipeline
+calls it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 from tqdm.auto import tqdm
 
 from lorakit.classifier import AttributeClassifier, features, load_classifier
 from lorakit.data import make_dataset, parse_prompt, pretraining_prompts
-from lorakit.metrics import attribute_accuracy, frechet_distance
+from lorakit.metrics import accuracy_of, frechet_distance, right_per_image
 from lorakit.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, generate
+
+
+@dataclass
+class Scored:
+    """Images generated for prompts, and per image whether the judge reads what its prompt names."""
+
+    images: torch.Tensor = field(repr=False)  # (N, 3, 32, 32) uint8, n_per_prompt per prompt in order
+    prompts: list[str] = field(repr=False)  # (N,) the prompt of each image
+    right: dict[str, np.ndarray] = field(repr=False)  # group -> (N,) 1.0 / 0.0, NaN where the prompt names no such word
+
+    @property
+    def accuracy(self) -> dict[str, float]:
+        """Share right per attribute group (over the images whose prompt names it) and "all"."""
+        return accuracy_of(self.right)
+
+    def by_prompt(self) -> list[dict[str, float | str]]:
+        """One row per distinct prompt, in order: the prompt and its accuracy per group."""
+        prompts = list(dict.fromkeys(self.prompts))
+        index = np.array(self.prompts)
+        return [{"prompt": p, **accuracy_of({g: v[index == p] for g, v in self.right.items()})} for p in prompts]
+
+
+def score_prompts(
+    pipe: StableDiffusionPipeline,
+    prompts: Sequence[str] | str,
+    n_per_prompt: int = 1,
+    seed: int = 0,
+    steps: int = DEFAULT_STEPS,
+    guidance: float = DEFAULT_GUIDANCE,
+    classifier: AttributeClassifier | None = None,
+) -> Scored:
+    """Generate n_per_prompt images per prompt (image i from seed + i) and judge each against its prompt."""
+    images = generate(pipe, prompts, seed=seed, n_per_prompt=n_per_prompt, num_inference_steps=steps,
+                      guidance_scale=guidance)
+    return score_images(images, prompts, n_per_prompt, classifier)
+
+
+def score_images(
+    images: torch.Tensor, prompts: Sequence[str] | str, n_per_prompt: int = 1, classifier: AttributeClassifier | None = None
+) -> Scored:
+    """Judge images made n_per_prompt per prompt, in `generate`'s order, against their prompts."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    each = [p for p in prompts for _ in range(n_per_prompt)]
+    return Scored(images, each, right_per_image(images, each, classifier))
+
+
+def concat_scored(parts: Sequence[Scored]) -> Scored:
+    """Several scored batches as one, in order (a group one batch does not name is NaN there)."""
+    groups = dict.fromkeys(g for s in parts for g in s.right)
+    return Scored(torch.cat([s.images for s in parts]), [p for s in parts for p in s.prompts],
+                  {g: np.concatenate([s.right.get(g, np.full(len(s.prompts), np.nan)) for s in parts]) for g in groups})
 
 
 @dataclass
@@ -47,19 +104,11 @@ def evaluate_prompts(
     """
     prompts = list(prompts) if prompts is not None else pretraining_prompts()
     clf = classifier if classifier is not None else load_classifier()
-    images, rows = [], []
-    for i in tqdm(range(0, len(prompts), prompts_per_batch), desc="evaluate prompts", leave=False):
-        batch = prompts[i : i + prompts_per_batch]
-        imgs = generate(pipe, batch, seed=seed, n_per_prompt=n_per_prompt,
-                        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
-        for j, prompt in enumerate(batch):
-            part = imgs[j * n_per_prompt : (j + 1) * n_per_prompt]
-            rows.append({"prompt": prompt, **attribute_accuracy(part, prompt, clf)})
-            images.append(part)
-    all_images = torch.cat(images)
-    all_prompts = [p for p in prompts for _ in range(n_per_prompt)]
-    overall = attribute_accuracy(all_images, all_prompts, clf)
+    parts = [score_prompts(pipe, prompts[i : i + prompts_per_batch], n_per_prompt, seed, num_inference_steps,
+                           guidance_scale, clf)
+             for i in tqdm(range(0, len(prompts), prompts_per_batch), desc="evaluate prompts", leave=False)]
+    scored = concat_scored(parts)
     words = sorted({w for p in prompts for w in parse_prompt(p).values()})
-    real = make_dataset(len(all_images), seed=seed + 10_000, include=words)
-    fd = frechet_distance(features(clf, all_images), features(clf, real.images))
-    return QualityReport(rows, overall, fd, all_images, all_prompts)
+    real = make_dataset(len(scored.images), seed=seed + 10_000, include=words)
+    fd = frechet_distance(features(clf, scored.images), features(clf, real.images))
+    return QualityReport(scored.by_prompt(), scored.accuracy, fd, scored.images, scored.prompts)

@@ -23,9 +23,10 @@ from tqdm.auto import tqdm
 from lorakit.arguments import require_whole
 from lorakit.data import ShapesDataset, augmented
 from lorakit.diffusion import EncodedData, denoising_loss, encode_data, optimizer_step
+from lorakit.evaluation import score_prompts
 from lorakit.lora import add_lora, lora_layers, merged_lora_names, peft_lora_names, remove_lora
 from lorakit.memory import TrainingBytes, measure_peak_memory, training_bytes
-from lorakit.pipeline import DEFAULT_STEPS, LORA_TARGETS, TEXT_LORA_TARGETS, generate, training_scheduler
+from lorakit.pipeline import DEFAULT_STEPS, LORA_TARGETS, TEXT_LORA_TARGETS, training_scheduler
 
 
 def check_training_args(steps: int, lr: float | None, batch_size: int = 1) -> None:
@@ -170,8 +171,6 @@ def finetune(
     scored by the classifier.
     Default learning rates: 3e-3 for LoRA, 1e-4 for full fine-tuning.
     """
-    from lorakit.metrics import attribute_accuracy  # loads the classifier only when evaluating
-
     if method not in ("lora", "full"):
         raise ValueError(f"method must be 'lora' or 'full', got {method!r}")
     check_training_args(steps=steps, lr=lr)
@@ -206,8 +205,6 @@ def finetune(
     history = History(method)
     params = [p for part in (pipe.unet, pipe.text_encoder) for p in part.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
-    concept_eval = [p for p in concept_prompts for _ in range(n_eval)]
-    base_eval = [p for p in base_prompts for _ in range(n_eval)]
     clock = {"start": time.perf_counter(), "paused": 0.0}
 
     def evaluate(step: int, loss: float) -> None:
@@ -217,12 +214,9 @@ def finetune(
         pipe.unet.eval()
         pipe.text_encoder.eval()
         history.eval_steps.append(step)
-        if concept_eval:
-            imgs = generate(pipe, list(concept_prompts), seed=1000, n_per_prompt=n_eval, num_inference_steps=sample_steps)
-            history.concept_accuracy.append(attribute_accuracy(imgs, concept_eval)["all"])
-        if base_eval:
-            imgs = generate(pipe, list(base_prompts), seed=1000, n_per_prompt=n_eval, num_inference_steps=sample_steps)
-            history.base_accuracy.append(attribute_accuracy(imgs, base_eval)["all"])
+        for prompts, accuracies in ((concept_prompts, history.concept_accuracy), (base_prompts, history.base_accuracy)):
+            if prompts and n_eval:
+                accuracies.append(score_prompts(pipe, prompts, n_eval, seed=1000, steps=sample_steps).accuracy["all"])
         pipe.unet.train()
         pipe.text_encoder.train(text_encoder)
         clock["paused"] += time.perf_counter() - t0

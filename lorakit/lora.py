@@ -18,20 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _check_rank_alpha(rank: int, alpha: float, in_features: int, out_features: int, dropout: float) -> None:
-    if not isinstance(rank, int) or isinstance(rank, bool):
-        raise TypeError(f"rank must be an int, got {type(rank).__name__}")
-    if not 1 <= rank <= min(in_features, out_features):
-        raise ValueError(
-            f"rank must satisfy 1 <= rank <= min(in_features, out_features) = {min(in_features, out_features)} "
-            f"for a {in_features}->{out_features} layer, got {rank}; a larger rank cannot add expressiveness"
-        )
-    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"alpha must be a finite number > 0 (the adapter's scale is alpha / rank), got {alpha!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-
-
 class LoRALinear(nn.Module):
     """A frozen nn.Linear plus a trainable low-rank update s·B·A (Hu et al. 2021)."""
 
@@ -51,8 +37,8 @@ class LoRALinear(nn.Module):
         self.base = base
         self.base.requires_grad_(False)  # W (and its bias) stay frozen
         self.rank, self.alpha, self.rslora = rank, float(alpha), rslora
-        self.scaling = alpha / math.sqrt(rank) if rslora else alpha / rank
-        self.scale = 1.0  # extra multiplier at inference (set_lora_scale); 1 while training
+        self.scaling = alpha / math.sqrt(rank) if rslora else alpha / rank  # s, fixed by the adapter
+        self.multiplier = 1.0  # how strongly to apply it at inference (set_lora_multiplier); 1 while training
         w = base.weight
         self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, dtype=w.dtype, device=w.device))  # (r, in)
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, dtype=w.dtype, device=w.device))  # (out, r)
@@ -75,15 +61,15 @@ class LoRALinear(nn.Module):
         return self.base.out_features
 
     def delta_weight(self) -> torch.Tensor:
-        """The update this adapter adds to W: s · B @ A; (out, in)."""
-        return (self.lora_B @ self.lora_A) * (self.scaling * self.scale)
+        """The update this adapter adds to W: s · B @ A (times the multiplier); (out, in)."""
+        return self.scaling * self.multiplier * (self.lora_B @ self.lora_A)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """W x + b, plus s · B A x unless the update is merged into W; (..., in) -> (..., out)."""
         y = self.base(x)
         if self.merged:
             return y
-        return y + F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B) * (self.scaling * self.scale)
+        return y + self.scaling * self.multiplier * (self.dropout(x) @ self.lora_A.T @ self.lora_B.T)
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -97,7 +83,7 @@ class LoRALinear(nn.Module):
     def unmerge(self) -> None:
         """W <- W - s·BA: back to the frozen base weight (up to float rounding).
 
-        Subtracts the update that merge() added, even if A, B or the scale changed since.
+        Subtracts the update that merge() added, even if A, B or the multiplier changed since.
         """
         if self.merged:
             self.base.weight -= self._merged_delta
@@ -106,6 +92,20 @@ class LoRALinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, alpha={self.alpha}, scaling={self.scaling:.4g}, merged={self.merged}"
+
+
+def _check_rank_alpha(rank: int, alpha: float, in_features: int, out_features: int, dropout: float) -> None:
+    if not isinstance(rank, int) or isinstance(rank, bool):
+        raise TypeError(f"rank must be an int, got {type(rank).__name__}")
+    if not 1 <= rank <= min(in_features, out_features):
+        raise ValueError(
+            f"rank must satisfy 1 <= rank <= min(in_features, out_features) = {min(in_features, out_features)} "
+            f"for a {in_features}->{out_features} layer, got {rank}; a larger rank cannot add expressiveness"
+        )
+    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha must be a finite number > 0 (the adapter's scale is alpha / rank), got {alpha!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
 
 def linear_names(model: nn.Module) -> list[str]:
@@ -220,16 +220,20 @@ def unmerge_lora(model: nn.Module) -> None:
         layer.unmerge()
 
 
-def set_lora_scale(model: nn.Module, scale: float) -> None:
-    """Multiply every adapter's update by `scale` (0 = base model, 1 = as trained); unmerged layers only."""
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale)):
-        raise ValueError(f"scale must be a finite number (0 = base model, 1 = as trained), got {scale!r}")
+def set_lora_multiplier(model: nn.Module, multiplier: float) -> None:
+    """Apply every adapter's update `multiplier` times (0 = base model, 1 = as trained); unmerged layers only.
+
+    The multiplier is what diffusers calls an adapter's weight (`set_adapters`) and kohya the
+    multiplier; it is not the scaling alpha / r, which belongs to the adapter.
+    """
+    if not (isinstance(multiplier, (int, float)) and math.isfinite(multiplier)):
+        raise ValueError(f"multiplier must be a finite number (0 = base model, 1 = as trained), got {multiplier!r}")
     layers = _require_lora(model)
     merged = [name for name, layer in layers.items() if layer.merged]
     if merged:
-        raise RuntimeError(f"{merged[0]} is merged; unmerge_lora(model) before changing the scale")
+        raise RuntimeError(f"{merged[0]} is merged; unmerge_lora(model) before changing the multiplier")
     for layer in layers.values():
-        layer.scale = float(scale)
+        layer.multiplier = float(multiplier)
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

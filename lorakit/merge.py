@@ -37,15 +37,15 @@ _COMPONENTS = ("unet", "text_encoder")
 
 @dataclass(frozen=True)
 class Factors:
-    """One adapted layer of one adapter: ΔW = scale * B @ A."""
+    """One adapted layer of one adapter: ΔW = scaling * B @ A."""
 
     A: torch.Tensor  # (r, in)
     B: torch.Tensor  # (out, r)
-    scale: float
+    scaling: float  # alpha / r, as peft and lorakit.lora.LoRALinear call it
 
     def delta(self) -> torch.Tensor:
-        """ΔW = scale * B A; (out, in)."""
-        return self.scale * self.B @ self.A
+        """ΔW = scaling * B A; (out, in)."""
+        return self.scaling * self.B @ self.A
 
 
 def adapted_layers(pipe: StableDiffusionPipeline) -> dict[str, LoraLayer]:
@@ -86,7 +86,7 @@ def factor_space_delta(fa: dict[str, Factors], fb: dict[str, Factors], t: float)
         a, b = fa[k], fb[k]
         if a.A.shape != b.A.shape:
             raise ValueError(f"{k}: factor-space mixing needs equal ranks, got {a.A.shape[0]} and {b.A.shape[0]}")
-        out[k] = ((1 - t) * a.scale * a.B + t * b.scale * b.B) @ ((1 - t) * a.A + t * b.A)
+        out[k] = ((1 - t) * a.scaling * a.B + t * b.scaling * b.B) @ ((1 - t) * a.A + t * b.A)
     return out
 
 
@@ -115,7 +115,7 @@ def peft_delta(
     def config(factors: dict[str, Factors]) -> LoraConfig:
         any_f = next(iter(factors.values()))
         r = any_f.A.shape[0]
-        return LoraConfig(r=r, lora_alpha=any_f.scale * r, target_modules=list(keys.values()))
+        return LoraConfig(r=r, lora_alpha=any_f.scaling * r, target_modules=list(keys.values()))
 
     model = LoraModel(bank, {"a": config(fa)}, "a")
     model.peft_config["b"] = config(fb)
@@ -126,7 +126,7 @@ def peft_delta(
                 layer = bank[keys[k]]
                 layer.lora_A[name].weight.copy_(f.A)
                 layer.lora_B[name].weight.copy_(f.B)
-                layer.scaling[name] = f.scale  # per-layer scales, as in the pipeline
+                layer.scaling[name] = f.scaling  # per-layer scales, as in the pipeline
     kwargs = {"density": density} if combination_type not in ("linear", "cat", "svd") else {}
     if combination_type == "svd":
         kwargs["svd_rank"] = svd_rank

@@ -16,6 +16,33 @@ from lorakit.classifier import AttributeClassifier, load_classifier, predict_wor
 from lorakit.data import BACKGROUND, as_uint8, parse_prompt
 
 
+def right_per_image(
+    images, prompts: Sequence[str] | str, model: AttributeClassifier | None = None
+) -> dict[str, np.ndarray]:
+    """Per image and attribute group: 1.0 if the classifier reads the word its prompt names, else 0.0.
+
+    (N,) float arrays; NaN where the image's prompt does not name that group (a prompt without a style
+    word asks for "solid"). "all" is 1.0 where every named attribute is right.
+    """
+    model = model if model is not None else load_classifier()
+    n = len(as_uint8(images))
+    prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
+    if len(prompts) != n:
+        raise ValueError(f"got {n} images but {len(prompts)} prompts; pass one prompt per image or a single prompt")
+    right: dict[str, np.ndarray] = {}
+    every = np.ones(n)
+    for i, (guess, prompt) in enumerate(zip(predict_words(model, images), prompts)):
+        for g, wanted in {"style": "solid", **parse_prompt(prompt)}.items():
+            right.setdefault(g, np.full(n, np.nan))[i] = float(guess[g] == wanted)
+            every[i] *= float(guess[g] == wanted)
+    return {**right, "all": every}
+
+
+def accuracy_of(right: dict[str, np.ndarray]) -> dict[str, float]:
+    """Share right per group over the images whose prompt names it (`right_per_image`'s NaN left out)."""
+    return {g: float(np.nanmean(v)) for g, v in right.items() if not np.isnan(v).all()}
+
+
 def attribute_accuracy(
     images, prompts: Sequence[str] | str, model: AttributeClassifier | None = None
 ) -> dict[str, float]:
@@ -24,23 +51,7 @@ def attribute_accuracy(
     Each attribute group counts only over images whose prompt names it (a prompt without a style
     word asks for "solid"). "all" is the fraction with every named attribute right.
     """
-    model = model if model is not None else load_classifier()
-    n = len(as_uint8(images))
-    prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
-    if len(prompts) != n:
-        raise ValueError(f"got {n} images but {len(prompts)} prompts; pass one prompt per image or a single prompt")
-    guesses = predict_words(model, images)
-    hits: dict[str, list[bool]] = {}
-    all_right = []
-    for guess, prompt in zip(guesses, prompts):
-        wanted = {"style": "solid", **parse_prompt(prompt)}
-        right = {g: guess[g] == w for g, w in wanted.items()}
-        for g, ok in right.items():
-            hits.setdefault(g, []).append(ok)
-        all_right.append(all(right.values()))
-    table = {g: float(np.mean(v)) for g, v in hits.items()}
-    table["all"] = float(np.mean(all_right))
-    return table
+    return accuracy_of(right_per_image(images, prompts, model))
 
 
 def _as_2d_float64(x, name: str) -> np.ndarray:
@@ -153,6 +164,16 @@ def nearest_train_distance(generated, train) -> torch.Tensor:
     if g.shape[1] != t.shape[1]:
         raise ValueError(f"generated images ({g.shape[1]} values) and training images ({t.shape[1]}) differ in size")
     return torch.cdist(g, t).min(dim=1).values / g.shape[1] ** 0.5
+
+
+def mean_spread(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and spread (half the max-min range) of a measurement over seeds."""
+    return float(np.mean(values)), float(np.ptp(values) / 2)
+
+
+def within_spread(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Do two (mean, spread) pairs overlap, i.e. differ by no more than their spreads together?"""
+    return abs(a[0] - b[0]) <= a[1] + b[1]
 
 
 def bootstrap_ci(values: Sequence[float], statistic: Callable[[np.ndarray], float] = np.mean,

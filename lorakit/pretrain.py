@@ -31,13 +31,13 @@ from lorakit.arguments import require_whole
 from lorakit.data import ATTRIBUTES, make_dataset, pretraining_prompts, to_model_range
 from lorakit.devices import device as pick_device
 from lorakit.diffusion import denoising_loss, encode_parts
+from lorakit.evaluation import score_prompts
 from lorakit.paths import RUNS_DIR, atomic_folder, atomic_path, check_output_folder, json_text, repo_path, swap_in
 from lorakit.pipeline import (
     assemble_pipeline,
     build_text_encoder,
     build_unet,
     build_vae,
-    generate,
     training_scheduler,
 )
 from lorakit.tokenizer import build_tokenizer
@@ -237,10 +237,7 @@ def save_pipeline_atomic(pipe: StableDiffusionPipeline, out: str | Path, overwri
 
 def quick_accuracy(pipe: StableDiffusionPipeline, n_per_prompt: int = 2, seed: int = 1234) -> dict[str, float]:
     """Attribute accuracy on every pre-training prompt, a few images each (a progress signal)."""
-    from lorakit.metrics import attribute_accuracy  # the classifier is only needed when this runs
-
-    prompts = [p for p in pretraining_prompts() for _ in range(n_per_prompt)]
-    return attribute_accuracy(generate(pipe, prompts, seed=seed), prompts)
+    return score_prompts(pipe, pretraining_prompts(), n_per_prompt, seed).accuracy
 
 
 def _nested(a: Path, b: Path) -> bool:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lorakit.collapse import METRICS, CollapseProbe, mean_spread
+from lorakit.collapse import METRICS, CollapseProbe
 from lorakit.data import few_shot_instance
 from lorakit.dreambooth import class_images, early_stopping_step, train_dreambooth
 from lorakit.pipeline import load_pipeline
@@ -54,8 +54,7 @@ def test_class_images_are_the_base_models_class_samples(pipe, classifier):
     assert all(a.shape == "triangle" for a in data.attributes)
 
 
-def test_mean_spread():
-    assert mean_spread([{"a": 1.0}, {"a": 3.0}, {"a": 2.0}]) == {"a": (2.0, 1.0)}
+
 
 
 def test_checkpoint_explorer_redraws_for_slider_values(run, probe):

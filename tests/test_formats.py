@@ -162,8 +162,8 @@ def test_a_diffusers_lora_folder_is_accepted(shipped, tmp_path):
     pipe.load_lora_weights(adapter_path("orange"))
     from lorakit.adapters import adapter_state
     state = adapter_state(pipe, "default_0")
-    StableDiffusionPipeline.save_lora_weights(tmp_path, unet_lora_layers=state["unet"],
-                                              text_encoder_lora_layers=state["text_encoder"])
+    part = {p: {k.removeprefix(f"{p}."): v for k, v in state.items() if k.startswith(f"{p}.")} for p in ("unet", "text_encoder")}
+    StableDiffusionPipeline.save_lora_weights(tmp_path, unet_lora_layers=part["unet"], text_encoder_lora_layers=part["text_encoder"])
     assert inspect_lora(tmp_path).path.name == "pytorch_lora_weights.safetensors"
     fresh = load_pipeline(device="cpu")
     fresh.load_lora_weights(load_lora(tmp_path))
@@ -221,8 +221,7 @@ def test_conv_layers_are_checked_as_convolutions_and_targets_name_modules(tmp_pa
 
     targets = ["to_q", "to_out.0", "proj_in", "proj_out", "conv1", "ff.net.0.proj", "ff.net.2"]
     pipe = add_adapter(load_pipeline(device="cpu"), rank=2, targets=targets)
-    flat = {f"{part}.{k}": v for part, sd in adapter_state(pipe).items() for k, v in sd.items()}
-    path = save_lora(flat, tmp_path / "locon.safetensors", format="kohya", alpha=2.0)
+    path = save_lora(adapter_state(pipe), tmp_path / "locon.safetensors", format="kohya", alpha=2.0)
     info = inspect_lora(path, load_pipeline(device="cpu"))
     assert info.problems == []
     assert set(targets) <= set(info.targets) and not {"2", "proj", "conv", "0"} & set(info.targets)

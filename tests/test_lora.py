@@ -16,7 +16,7 @@ from lorakit.lora import (
     lora_state_dict,
     merge_lora,
     remove_lora,
-    set_lora_scale,
+    set_lora_multiplier,
     unmerge_lora,
 )
 
@@ -141,13 +141,13 @@ def test_model_level_merge_scale_remove_and_state_dict():
     merge_lora(model)
     assert torch.allclose(model(x), y, atol=1e-5)
     with pytest.raises(RuntimeError, match="unmerge_lora"):
-        set_lora_scale(model, 0.5)
+        set_lora_multiplier(model, 0.5)
     unmerge_lora(model)
-    set_lora_scale(model, 0.0)
+    set_lora_multiplier(model, 0.0)
     state = lora_state_dict(model)
     assert set(state) == {f"attn.to_{p}.lora_{ab}.weight" for p in "qk" for ab in "AB"}
     base_only = model(x)
-    set_lora_scale(model, 1.0)
+    set_lora_multiplier(model, 1.0)
     remove_lora(model)
     assert not lora_layers(model) and torch.allclose(model(x), base_only, atol=1e-6)
 
@@ -411,12 +411,12 @@ def test_a_state_dict_that_fails_late_changes_no_layer():
 
 
 @pytest.mark.parametrize("scale", [float("nan"), float("inf")])
-def test_set_lora_scale_refuses_non_finite(scale):
+def test_set_lora_multiplier_refuses_non_finite(scale):
     model = _Tiny()
     add_lora(model, ["to_q"], rank=2, alpha=2)
     with pytest.raises(ValueError, match="finite"):
-        set_lora_scale(model, scale)
-    assert lora_layers(model)["attn.to_q"].scale == 1.0
+        set_lora_multiplier(model, scale)
+    assert lora_layers(model)["attn.to_q"].multiplier == 1.0
 
 
 class _Unwritten(nn.Module):

@@ -57,7 +57,7 @@ def test_factor_space_differs_by_exactly_the_cross_terms(mixer):
     diff = {k: factor_space_delta(fa, fb, t)[k] - weight_space_delta(fa, fb, t)[k] for k in fa}
     for k in list(fa)[:5]:
         a, b = fa[k], fb[k]
-        cross = a.scale * a.B @ b.A + b.scale * b.B @ a.A - a.delta() - b.delta()
+        cross = a.scaling * a.B @ b.A + b.scaling * b.B @ a.A - a.delta() - b.delta()
         assert torch.allclose(diff[k], t * (1 - t) * cross, atol=1e-5)
     assert max(float(d.abs().max()) for d in diff.values()) > 1e-3  # and they are not small here
 
@@ -84,7 +84,7 @@ def test_peft_cat_and_full_rank_svd_are_exact_and_linear_has_sqrt_weights(mixer)
     assert _close(peft_delta(fa, fb, (0.7, 0.3), "svd", svd_rank=8), exact, tol=1e-4)  # no double scaling
     linear = peft_delta(fa, fb, (0.7, 0.3), "linear")
     k = next(iter(fa))
-    ca, cb = math.sqrt(0.7 * fa[k].scale), math.sqrt(0.3 * fb[k].scale)
+    ca, cb = math.sqrt(0.7 * fa[k].scaling), math.sqrt(0.3 * fb[k].scaling)
     assert torch.allclose(linear[k], (ca * fa[k].B + cb * fb[k].B) @ (ca * fa[k].A + cb * fb[k].A), atol=1e-5)
 
 

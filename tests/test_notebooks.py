@@ -38,11 +38,3 @@ def test_no_notebook_asserts_a_wall_clock_time(path):
              if re.match(r"\s*assert\b", line) and re.search(r"second|elapsed|timing|_time\b|\btime_|perf_counter", line)]
     assert not timed, f"{path.name} asserts a time: {timed}; print lorakit.timing.versus_bar(...) instead"
 
-
-def test_versus_bar_reports_the_ratio():
-    from lorakit.timing import versus_bar
-
-    assert versus_bar("x", 1.0, 2.0) == "x: 1.00 s = 0.50x the 2 s bar, within the bar"
-    assert "over the bar" in versus_bar("x", 3.0, 2.0)
-    with pytest.raises(ValueError):
-        versus_bar("x", 1.0, 0)

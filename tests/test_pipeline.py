@@ -11,7 +11,7 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from diffusers.utils import convert_state_dict_to_diffusers
 
-from lorakit.metrics import attribute_accuracy
+from lorakit.evaluation import score_prompts
 from lorakit.paths import PIPELINE_DIR
 from lorakit.pipeline import LORA_TARGETS, build_pipeline, generate, load_pipeline, parameter_counts
 from lorakit.pretrain import save_pipeline_atomic
@@ -31,10 +31,9 @@ def test_shipped_pipeline_is_a_stock_sd_pipeline_and_small(pipe):
 
 
 def test_shipped_pipeline_draws_what_it_is_asked(pipe, classifier):
-    images = generate(pipe, PROMPTS, seed=0, n_per_prompt=3)
-    assert images.shape == (12, 3, 32, 32) and images.dtype == torch.uint8
-    prompts = [p for p in PROMPTS for _ in range(3)]
-    acc = attribute_accuracy(images, prompts, classifier)
+    scored = score_prompts(pipe, PROMPTS, n_per_prompt=3, seed=0, classifier=classifier)
+    assert scored.images.shape == (12, 3, 32, 32) and scored.images.dtype == torch.uint8
+    acc = scored.accuracy
     print("quick quality check:", acc)
     assert acc["colour"] >= 0.8 and acc["shape"] >= 0.75 and acc["size"] >= 0.75
 
