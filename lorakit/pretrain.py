@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from lorakit.arguments import require_whole
-from lorakit.data import ATTRIBUTES, make_dataset, pretraining_prompts, to_model_range
+from lorakit.data import ATTRIBUTE_WORDS, make_dataset, pretraining_prompts, to_model_range
 from lorakit.devices import device as pick_device
 from lorakit.diffusion import denoising_loss, encode_parts
 from lorakit.evaluation import score_prompts
@@ -58,6 +58,10 @@ class PretrainConfig:
     batch_size: int = 32
     vae_lr: float = 1e-3
     lr: float = 5e-4  # text encoder + UNet
+    weight_decay: float = 1e-2  # AdamW's, on the text encoder + UNet (none on the VAE)
+    grad_clip: float = 1.0  # largest gradient norm, both stages
+    ema_decay: float = 0.999  # the EMA copy of the denoiser that is shipped
+    ema_power: float = 0.75  # diffusers' EMA warm-up: decay grows as 1 - (1 + step) ** -power
     warmup_steps: int = 100
     n_images: int = 20_000
     caption_dropout: float = 0.1
@@ -75,6 +79,12 @@ class PretrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive learning rate, got {value!r}")
+        for name in ("weight_decay", "grad_clip", "ema_power"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay!r}")
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError(f"caption_dropout is a share of captions in [0, 1), got {self.caption_dropout!r}")
         if not (math.isfinite(self.kl_weight) and self.kl_weight >= 0):
@@ -109,12 +119,11 @@ class _Run:
         self.unet = build_unet().to(dev)
         self.scheduler = training_scheduler()
         self.data = make_dataset(cfg.n_images, seed=cfg.seed)  # pre-training concepts only
-        every_word = [w for values in ATTRIBUTES.values() for w in values]
-        self.vae_data = make_dataset(cfg.n_images, seed=cfg.seed + 1, include=every_word)
+        self.vae_data = make_dataset(cfg.n_images, seed=cfg.seed + 1, include=ATTRIBUTE_WORDS)
         self.vae_opt = torch.optim.AdamW(self.vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
         self.denoiser_params = list(self.text_encoder.parameters()) + list(self.unet.parameters())
-        self.opt = torch.optim.AdamW(self.denoiser_params, lr=cfg.lr, weight_decay=1e-2)
-        self.ema = EMAModel(self.denoiser_params, decay=0.999, use_ema_warmup=True, power=0.75)
+        self.opt = torch.optim.AdamW(self.denoiser_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.ema = EMAModel(self.denoiser_params, decay=cfg.ema_decay, use_ema_warmup=True, power=cfg.ema_power)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.stage, self.step = "vae", 0
 
@@ -162,7 +171,7 @@ class _Run:
         _check_finite(loss, "VAE", self.step)
         self.vae_opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(self.vae.parameters(), self.cfg.grad_clip)
         self.vae_opt.step()
         return loss.item()
 
@@ -183,7 +192,7 @@ class _Run:
         _check_finite(loss, "UNet", self.step)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.denoiser_params, 1.0)
+        torch.nn.utils.clip_grad_norm_(self.denoiser_params, self.cfg.grad_clip)
         self.opt.step()
         self.ema.step(self.denoiser_params)
         return loss.item()

@@ -19,13 +19,13 @@ def versus_bar(what: str, seconds: float, bar_seconds: float) -> str:
     return f"{what}: {seconds:.2f} s = {ratio:.2f}x the {bar_seconds:g} s bar, {verdict}"
 
 
-def interleaved_medians(
+def interleaved_times(
     runs: Mapping[str, Callable[[], object]],
     repeats: int,
     setup: Mapping[str, Callable[[], object]] | None = None,
     warm_up: bool = True,
-) -> dict[str, float]:
-    """Median seconds of each run, timed `repeats` times side by side.
+) -> dict[str, list[float]]:
+    """Seconds of each run, timed `repeats` times side by side (round r of every run is paired).
 
     The runs take turns, in reversed order every other round, so a slow moment of the machine hits
     all of them alike; `setup[name]()` runs untimed before each timing of that run (e.g. switching
@@ -48,4 +48,14 @@ def interleaved_medians(
             t0 = time.perf_counter()
             runs[name]()
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(v) for name, v in times.items()}
+    return times
+
+
+def interleaved_medians(
+    runs: Mapping[str, Callable[[], object]],
+    repeats: int,
+    setup: Mapping[str, Callable[[], object]] | None = None,
+    warm_up: bool = True,
+) -> dict[str, float]:
+    """Median seconds of each run, timed side by side by `interleaved_times`."""
+    return {name: statistics.median(v) for name, v in interleaved_times(runs, repeats, setup, warm_up).items()}

@@ -24,7 +24,6 @@ def test_audit_covers_base_loras_and_blends(situations, pipe):
 
 def test_judge_agrees_with_the_pixel_rules_on_generated_images(situations, classifier):
     audit = audit_judge(situations, classifier)
-    print({g: round(a, 3) for g, a in audit.agreement.items()})
     for g in ATTRIBUTES:
         assert audit.agreement[g] >= AGREEMENT_BAR, (g, audit.agreement[g], audit.by_situation)
     assert audit.rows()[-1]["situation"] == "all"

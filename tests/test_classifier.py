@@ -18,7 +18,6 @@ ALL_WORDS = ATTRIBUTE_WORDS
 def test_shipped_classifier_is_at_least_99_percent_accurate_per_attribute(classifier):
     held_out_set = make_dataset(1500, seed=987_654, include=ALL_WORDS)  # seeds never used in training
     table = accuracy_table(classifier, held_out_set)
-    print("classifier accuracy on a held-out set:", table)
     for group in ATTRIBUTES:
         assert table[group] >= 0.99, (group, table[group])
     assert table["position_mae_px"] < 1.5

@@ -52,8 +52,8 @@ def test_fresh_adapter_changes_nothing_bit_for_bit():
     assert not layer.base.weight.requires_grad and layer.lora_A.requires_grad and layer.lora_B.requires_grad
 
 
-def test_init_matches_peft():
-    """A from kaiming_uniform_(a=sqrt(5)) (peft's default) or N(0, 1/r) ('gaussian'); B zeros."""
+def test_init_follows_peft_kaiming_default_or_gaussian_with_b_zero():
+    """A from kaiming_uniform_(a=sqrt(5)) (peft's default init) or N(0, 1/r) (peft's 'gaussian'); B zeros."""
     torch.manual_seed(3)
     ours = LoRALinear(nn.Linear(64, 32), rank=8, alpha=8)
     torch.manual_seed(3)

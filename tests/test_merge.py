@@ -7,7 +7,6 @@ from lorakit.adapters import load_adapter
 from lorakit.concepts import CONCEPTS, adapter_path
 from lorakit.interpolation import BlendStudy, concept_of
 from lorakit.merge import (
-    METHODS,
     PEFT_TYPES,
     Factors,
     Mixer,
@@ -126,7 +125,6 @@ def test_errors_name_the_choices(mixer):
         lora_factors(mixer.pipe, "sks")
     with pytest.raises(ValueError, match="attribute word"):
         concept_of("teal")
-    assert len(METHODS) == 3 + len(PEFT_TYPES)
 
 
 def test_study_caches_generations_and_measures_paths(study):
@@ -163,6 +161,9 @@ def test_blend_widget_calls_with_the_slider_values(study):
     assert ("factor", 0.2, study.seed + 5, 1.0, 2) in study.cache
     wide = BlendExplorer(study, ["weight"], n=study.n + 2)  # shows more images than the study keeps per point
     wide.show("weight", 0.2, study.seed)  # called directly: inside a widget an exception would only be printed
+    assert ("weight", 0.2, study.seed, 1.0, study.n + 2) not in study.cache  # the study's own seed: its n, cut
+    wide.show("weight", 0.2, study.seed + 1)
+    assert ("weight", 0.2, study.seed + 1, 1.0, study.n + 2) in study.cache  # another seed: the widget's n
     study.mixer.restore()
 
 

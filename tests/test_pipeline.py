@@ -34,7 +34,6 @@ def test_shipped_pipeline_draws_what_it_is_asked(pipe, classifier):
     scored = score_prompts(pipe, PROMPTS, n_per_prompt=3, seed=0, classifier=classifier)
     assert scored.images.shape == (12, 3, 32, 32) and scored.images.dtype == torch.uint8
     acc = scored.accuracy
-    print("quick quality check:", acc)
     assert acc["colour"] >= 0.8 and acc["shape"] >= 0.75 and acc["size"] >= 0.75
 
 

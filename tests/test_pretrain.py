@@ -53,7 +53,8 @@ def test_a_pipeline_that_fails_its_check_replaces_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [{"unet_steps": -1}, {"vae_steps": 0}, {"batch_size": 0}, {"n_images": 0},
-                                 {"lr": float("nan")}, {"caption_dropout": 1.5}, {"checkpoint_every": -1}])
+                                 {"lr": float("nan")}, {"caption_dropout": 1.5}, {"checkpoint_every": -1},
+                                 {"ema_decay": 1.0}, {"grad_clip": -1.0}, {"weight_decay": float("inf")}])
 def test_impossible_settings_are_refused_before_any_work(bad, tmp_path):
     with pytest.raises(ValueError, match="must be|share"):
         PretrainConfig(**bad)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lorakit.timing import interleaved_medians, versus_bar
+from lorakit.timing import interleaved_medians, interleaved_times, versus_bar
 
 
 def test_versus_bar_reports_the_ratio():
@@ -27,3 +27,8 @@ def test_interleaved_medians_refuse_bad_input():
         interleaved_medians({"a": lambda: None}, repeats=0)
     with pytest.raises(ValueError, match="setup names runs that do not exist"):
         interleaved_medians({"a": lambda: None}, repeats=1, setup={"b": lambda: None})
+
+
+def test_interleaved_times_pair_the_rounds():
+    times = interleaved_times({"a": lambda: None, "b": lambda: None}, repeats=4, warm_up=False)
+    assert [len(v) for v in times.values()] == [4, 4]
