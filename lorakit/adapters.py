@@ -23,6 +23,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from lorakit.formats import LoraFileError, inspect_lora, peft_layout, read_state
 from lorakit.paths import atomic_path, check_output_file, check_output_folder, repo_path
 from lorakit.pipeline import LORA_TARGETS, TEXT_LORA_TARGETS, quiet_loading
+from lorakit.seeds import seeded
 
 CONV_TARGETS = ("conv1", "conv2")  # the 3x3 convolutions inside every UNet ResNet block
 _CHECKPOINT = re.compile(r"step_(\d+)\.safetensors")
@@ -36,12 +37,13 @@ def add_adapter(
     conv: bool = False,
     text_encoder: bool = True,
     name: str = "default",
-    seed: int = 0,
+    seed: int | None = 0,
     targets: Sequence[str] | None = None,
 ) -> StableDiffusionPipeline:
     """Add a trainable peft LoRA named `name` to the UNet's attention (+ ResNet convs) and the text encoder's.
 
-    Alpha defaults to the rank (scale alpha/r = 1). `seed` fixes the random init of the A factors.
+    Alpha defaults to the rank (scale alpha/r = 1). `seed` fixes the random init of the A factors
+    (torch's global RNG is seeded for the init only; seed=None draws from the caller's stream instead).
     `targets` replaces the UNet's default target modules (e.g. only the cross-attention's to_k, to_v).
     """
     if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
@@ -57,15 +59,15 @@ def add_adapter(
             raise ValueError(f"the {'UNet' if model is pipe.unet else 'text encoder'} already has an adapter named "
                              f"{name!r}; choose another name, or load a fresh pipeline")
     alpha = float(alpha if alpha is not None else rank)
-    torch.manual_seed(seed)
     if targets is None:
         targets = list(LORA_TARGETS) + (list(CONV_TARGETS) if conv else [])
     targets = list(targets)
-    pipe.unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets),
-                          adapter_name=name)
-    if text_encoder:
-        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(TEXT_LORA_TARGETS))
-        _add_text_encoder_adapter(pipe.text_encoder, config, name)
+    with seeded(seed):
+        pipe.unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets),
+                              adapter_name=name)
+        if text_encoder:
+            config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(TEXT_LORA_TARGETS))
+            _add_text_encoder_adapter(pipe.text_encoder, config, name)
     return pipe
 
 

@@ -9,9 +9,10 @@ can tell which judge is wrong.
 
 Agreement is reported twice. On readable images: where the pixel rules can read the attribute (an
 image with no object has no colour to read, a blob unlike any rendered shape no shape or size). And on
-all images, counting every image the pixel rules cannot read as a disagreement: the classifier has no
-answer for "no object" and gives such images a word anyway. The images with no recognisable shape are
-counted per situation and shown apart, so a person can see what they are.
+all images, where "no shape" is an answer like any other: the judge's object network reads no shape
+and no size where it sees no single object, and it agrees with the pixel rules only if they, too,
+read no recognisable shape. The images with no recognisable shape are counted per situation and
+shown apart, titled with the judge's reading, so a person can see what they are.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Disagreement:
     situation: str
     index: int
     attribute: str
-    judge: str
+    judge: str | None  # None: the judge sees no single object
     pixels: str  # the pixel rules' word
 
 
@@ -59,6 +60,7 @@ class JudgeAudit:
     ci_all: dict[str, tuple[float, float]]
     by_situation: dict[str, dict[str, float]]  # situation -> attribute -> agreement (NaN: nothing readable)
     unreadable: dict[str, list[int]]  # situation -> images with no object or no recognisable shape
+    no_object: dict[str, list[int]]  # situation -> images in which the judge sees no single object
     disagreements: list[Disagreement] = field(default_factory=list)
     images: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     classifier: AttributeClassifier | None = field(default=None, repr=False)
@@ -69,17 +71,19 @@ class JudgeAudit:
 
     def rows(self) -> list[dict[str, object]]:
         """One row per situation plus an "all" row: images, unreadable images and agreement per attribute."""
-        rows = [{"situation": s, "images": self.counts[s], "unreadable": len(self.unreadable[s]), **self.by_situation[s]}
-                for s in self.counts]
+        rows = [{"situation": s, "images": self.counts[s], "unreadable": len(self.unreadable[s]),
+                 "no_object": len(self.no_object[s]), **self.by_situation[s]} for s in self.counts]
         return rows + [{"situation": "all", "images": sum(self.counts.values()),
-                        "unreadable": sum(len(v) for v in self.unreadable.values()), **self.agreement}]
+                        "unreadable": sum(len(v) for v in self.unreadable.values()),
+                        "no_object": sum(len(v) for v in self.no_object.values()), **self.agreement}]
 
     def report(self) -> str:
         """The audit as text: agreement per situation and attribute, each attribute against the bar, and
         the disagreements counted by kind (situation, attribute, the classifier's word / the pixel rules')."""
         width = max(len(s) for s in [*self.counts, "situation"]) + 1
-        lines = [f"{'situation':{width}s} {'images':>6s} {'no shape':>8s} " + " ".join(f"{g:>7s}" for g in ATTRIBUTES)]
-        lines += [f"{r['situation']:{width}s} {r['images']:6d} {r['unreadable']:8d} "
+        lines = [f"{'situation':{width}s} {'images':>6s} {'no shape':>8s} {'no object':>9s} "
+                 + " ".join(f"{g:>7s}" for g in ATTRIBUTES)]
+        lines += [f"{r['situation']:{width}s} {r['images']:6d} {r['unreadable']:8d} {r['no_object']:9d} "
                   + " ".join(f"{r[g]:7.1%}" if r[g] == r[g] else f"{'-':>7s}" for g in ATTRIBUTES) for r in self.rows()]
         verdict = {True: "meets", False: "BELOW"}
         for g in ATTRIBUTES:
@@ -87,9 +91,11 @@ class JudgeAudit:
             lines.append(f"{g:7s} agreement {self.agreement[g]:.1%} on readable images (95% CI {lo:.1%}-{hi:.1%}): "
                          f"{verdict[self.passes()[g]]} the {AGREEMENT_BAR:.0%} bar; on all images {self.agreement_all[g]:.1%} "
                          f"({lo_all:.1%}-{hi_all:.1%}): {verdict[self.passes(readable_only=False)[g]]} it")
-        lines.append(f"no shape: {sum(len(v) for v in self.unreadable.values())} images with no object or a blob "
-                     "unlike any rendered shape (the pixel rules read no shape; the classifier still gives a word)")
-        kinds = Counter((d.situation, d.attribute, f"{d.judge} / {d.pixels}") for d in self.disagreements)
+        both = sum(len(set(self.unreadable[s]) & set(self.no_object[s])) for s in self.counts)
+        lines.append(f"no shape (pixel rules): {sum(len(v) for v in self.unreadable.values())} images with no object or a "
+                     f"blob unlike any rendered shape; no object (judge): {sum(len(v) for v in self.no_object.values())} "
+                     f"images; both: {both}")
+        kinds = Counter((d.situation, d.attribute, f"{d.judge or 'no object'} / {d.pixels}") for d in self.disagreements)
         lines.append(f"{len(self.disagreements)} disagreements (image x attribute) in {sum(self.counts.values())} "
                      "images; by situation, attribute and words (classifier / pixel rules):")
         lines += [f"  {n:4d}  {s:{width}s} {g:7s} {words}" for (s, g, words), n in kinds.most_common(12)]
@@ -101,21 +107,22 @@ class JudgeAudit:
         if not shown:
             return torch.zeros(0, 3, 32, 32, dtype=torch.uint8), []
         return (torch.stack([self.images[d.situation][d.index] for d in shown]),
-                [f"{d.situation}\n{d.attribute}: clf {d.judge}\npx {d.pixels}" for d in shown])
+                [f"{d.situation}\n{d.attribute}: clf {d.judge or 'no object'}\npx {d.pixels}" for d in shown])
 
     def unreadable_images(self, n: int) -> tuple[torch.Tensor, list[str]]:
-        """The first n images with no recognisable shape (uint8 (n, 3, 32, 32)), titled with the classifier's shape."""
+        """The first n images with no recognisable shape (uint8 (n, 3, 32, 32)), titled with the judge's shape."""
         shown = [(s, i) for s, idx in self.unreadable.items() for i in idx][:n]
         if not shown:
             return torch.zeros(0, 3, 32, 32, dtype=torch.uint8), []
         images = torch.stack([self.images[s][i] for s, i in shown])
         words = predict_words(self.classifier if self.classifier is not None else load_classifier(), images)
-        return images, [f"{s}\nclf {w['shape']}" for (s, _), w in zip(shown, words)]
+        return images, [f"{s}\nclf {w['shape'] or 'no object'}" for (s, _), w in zip(shown, words)]
 
     def summary(self) -> dict[str, object]:
         """JSON-ready numbers: agreement, interval and verdict against the bar per attribute."""
         return {"images": sum(self.counts.values()), "bar": AGREEMENT_BAR,
                 "unreadable": {s: len(v) for s, v in self.unreadable.items()},
+                "no_object": {s: len(v) for s, v in self.no_object.items()},
                 "agreement": {g: round(a, 4) for g, a in self.agreement.items()},
                 "ci": {g: [round(lo, 4), round(hi, 4)] for g, (lo, hi) in self.ci.items()},
                 "agreement_all": {g: round(a, 4) for g, a in self.agreement_all.items()},
@@ -131,7 +138,7 @@ def audit_judge(situations: dict[str, torch.Tensor], classifier: AttributeClassi
     classifier = classifier if classifier is not None else load_classifier()
     agree: dict[str, list[float]] = {g: [] for g in ATTRIBUTES}
     agree_all: dict[str, list[float]] = {g: [] for g in ATTRIBUTES}  # unreadable: 0
-    by_situation, counts, unreadable, disagreements, kept = {}, {}, {}, [], {}
+    by_situation, counts, unreadable, no_object, disagreements, kept = {}, {}, {}, {}, [], {}
     for name, images in situations.items():
         images = as_uint8(images)
         if len(images) == 0:
@@ -147,12 +154,13 @@ def audit_judge(situations: dict[str, torch.Tensor], classifier: AttributeClassi
             disagreements += [Disagreement(name, i, g, judge[i][g], pixels[i][g]) for i, s in zip(readable, same) if not s]
         counts[name], kept[name] = len(images), images
         unreadable[name] = [i for i, p in enumerate(pixels) if p["shape"] is None]
+        no_object[name] = [i for i, j in enumerate(judge) if j["shape"] is None]
     if not agree["shape"]:
         raise ValueError("no image shows a recognisable shape: there is nothing to audit the judge on")
     return JudgeAudit(counts, {g: float(np.mean(v)) for g, v in agree.items()},
                       {g: bootstrap_ci(v) for g, v in agree.items()}, {g: float(np.mean(v)) for g, v in agree_all.items()},
-                      {g: bootstrap_ci(v) for g, v in agree_all.items()}, by_situation, unreadable, disagreements, kept,
-                      classifier)
+                      {g: bootstrap_ci(v) for g, v in agree_all.items()}, by_situation, unreadable, no_object, disagreements,
+                      kept, classifier)
 
 
 def audit_situations(pipe: StableDiffusionPipeline, n_per_prompt: int = 4, n_blend: int = 16, seed: int = 0,

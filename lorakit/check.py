@@ -13,6 +13,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from lorakit.seeds import seeded
+
 IN, OUT, RANK, ALPHA = 12, 10, 3, 6.0
 
 
@@ -44,9 +46,9 @@ def _never_raises(check: Callable[..., bool]) -> Callable[..., bool]:
 
 
 def _fresh_pair(layer_cls: Callable[..., nn.Module]) -> tuple[nn.Linear, nn.Module]:
-    torch.manual_seed(0)
-    base = nn.Linear(IN, OUT)
-    return base, layer_cls(base, rank=RANK, alpha=ALPHA)
+    with seeded(0):
+        base = nn.Linear(IN, OUT)
+        return base, layer_cls(base, rank=RANK, alpha=ALPHA)
 
 
 @_never_raises
@@ -100,9 +102,9 @@ def check_lora_layer(layer_cls: Callable[..., nn.Module]) -> bool:
 @_never_raises
 def check_merge(merge_fn: Callable[[nn.Linear, torch.Tensor, torch.Tensor, float], torch.Tensor]) -> bool:
     """Check a learner's merge(base, A, B, scaling) -> merged weight, (out, in)."""
-    torch.manual_seed(1)
-    base = nn.Linear(IN, OUT)
-    A, B = torch.randn(RANK, IN), torch.randn(OUT, RANK)
+    with seeded(1):
+        base = nn.Linear(IN, OUT)
+        A, B = torch.randn(RANK, IN), torch.randn(OUT, RANK)
     s = ALPHA / RANK
     W0 = base.weight.detach().clone()
     try:

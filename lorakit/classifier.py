@@ -1,7 +1,9 @@
 """The attribute classifier: the yardstick every notebook measures generated images with.
 
 A small CNN with one head per attribute group (colour, shape, size, style) and a regression head
-for the object's position. Trained on the procedural dataset, held-out concepts included, and
+for the object's position, plus a second small CNN that answers "is there one object at all?": a
+collapsed model's smears, an eraser's leftovers and an empty canvas have no shape or size to read,
+and the judge says so instead of naming the nearest shape. Trained on the procedural dataset, held-out concepts included, and
 shipped as safetensors in data/. Its penultimate layer gives the features that distribution metrics
 (Fréchet distance, Vendi, precision/recall) are computed in.
 """
@@ -18,18 +20,31 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lorakit.arguments import require_whole
-from lorakit.data import ATTRIBUTE_WORDS, ATTRIBUTES, COLOURS, ShapesDataset, as_uint8, concat_datasets, make_dataset
+from lorakit.data import (
+    ATTRIBUTE_WORDS,
+    ATTRIBUTES,
+    COLOURS,
+    ShapesDataset,
+    as_uint8,
+    concat_datasets,
+    make_dataset,
+    no_object_images,
+)
 from lorakit.devices import device as pick_device
 from lorakit.paths import CLASSIFIER_PATH, atomic_path, check_output_file
 from lorakit.pipeline import load_pipeline, vae_round_trip
 from lorakit.pixels import nearest_colour, object_hues
+from lorakit.seeds import seeded
 
 FEATURE_DIM = 96
 _REBUILD_HINT = "rebuild it with `python -m lorakit train-classifier` (about 3 minutes on a laptop CPU)"
 
 
+OBJECT_THRESHOLD = 0.5  # P(one object) below this: the judge reads no shape and no size
+
+
 class AttributeClassifier(nn.Module):
-    """CNN on 32x32 RGB: logits per attribute group, a position guess, and 96-d features."""
+    """CNN on 32x32 RGB: logits per attribute group, a position guess, 96-d features, and an object logit."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -44,16 +59,20 @@ class AttributeClassifier(nn.Module):
         self.embed = nn.Sequential(nn.Flatten(), nn.Linear(64 * 4 * 4, FEATURE_DIM), nn.ReLU())
         self.heads = nn.ModuleDict({g: nn.Linear(FEATURE_DIM, len(v)) for g, v in ATTRIBUTES.items()})
         self.position = nn.Linear(FEATURE_DIM, 2)
+        # its own body, so that learning "no object" leaves the attribute features as they were
+        self.object = nn.Sequential(block(3, 16), block(16, 32), block(32, 32), nn.Flatten(),
+                                    nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 1))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate-layer features of images in [-1, 1]; (B, 3, H, W) -> (B, 96)."""
         return self.embed(self.body(x))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Logits per attribute group, (B, n_values) each, plus "position" (B, 2) in [0, 1]."""
+        """Logits per attribute group, (B, n_values) each, "position" (B, 2) in [0, 1] and "object" (B,) logits."""
         h = self.features(x)
         out = {g: head(h) for g, head in self.heads.items()}
         out["position"] = self.position(h)
+        out["object"] = self.object(x)[:, 0]
         return out
 
 
@@ -81,22 +100,28 @@ def load_classifier(path: str | Path | None = None, device: str | torch.device |
 
 @torch.no_grad()
 def classify(model: AttributeClassifier, images, batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """Probabilities per attribute group (B, n_values) and "position" (B, 2), on the CPU."""
+    """Probabilities per attribute group (B, n_values), "position" (B, 2) and P(one object) "object" (B,), on the CPU."""
     dev = next(model.parameters()).device
     x = as_uint8(images)
     parts: dict[str, list[torch.Tensor]] = {}
+    how = {"position": lambda v: v, "object": torch.sigmoid}
     for i in range(0, len(x), batch_size):
         out = model(_prepare(x[i : i + batch_size], dev))
         for k, v in out.items():
-            parts.setdefault(k, []).append((v if k == "position" else v.softmax(-1)).cpu())
+            parts.setdefault(k, []).append(how.get(k, lambda v: v.softmax(-1))(v).cpu())
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
 def predict_words(model: AttributeClassifier, images) -> list[dict[str, str]]:
-    """The classifier's guess for each image as words, e.g. {"colour": "red", "shape": "circle", ...}."""
+    """The classifier's guess for each image as words, e.g. {"colour": "red", "shape": "circle", ...}.
+
+    Where the judge sees no single object (P(object) < OBJECT_THRESHOLD), shape and size are None.
+    """
     probs = classify(model, images)
     idx = {g: probs[g].argmax(-1).tolist() for g in ATTRIBUTES}
-    return [{g: ATTRIBUTES[g][idx[g][i]] for g in ATTRIBUTES} for i in range(len(probs["colour"]))]
+    seen = (probs["object"] >= OBJECT_THRESHOLD).tolist()
+    return [{g: ATTRIBUTES[g][idx[g][i]] if seen[i] or g in ("colour", "style") else None for g in ATTRIBUTES}
+            for i in range(len(seen))]
 
 
 @torch.no_grad()
@@ -108,9 +133,11 @@ def features(model: AttributeClassifier, images, batch_size: int = 256) -> torch
 
 
 def accuracy_table(model: AttributeClassifier, data: ShapesDataset) -> dict[str, float]:
-    """Accuracy per attribute group on a labelled dataset, plus mean absolute position error (pixels)."""
+    """Accuracy per attribute group on a labelled dataset, the share seen as an object, and the mean absolute
+    position error (pixels)."""
     probs = classify(model, data.images)
     table = {g: (probs[g].argmax(-1) == data.labels(g)).float().mean().item() for g in ATTRIBUTES}
+    table["object"] = (probs["object"] >= OBJECT_THRESHOLD).float().mean().item()
     table["position_mae_px"] = ((probs["position"] - data.positions()).abs().mean() * data.images.shape[-1]).item()
     return table
 
@@ -200,14 +227,15 @@ def train_classifier(
         raise ValueError(f"lr must be a positive learning rate, got {lr!r}")
     if out is not None:
         check_output_file(out, overwrite, "classifier file", flag="--overwrite (overwrite=True)", is_own=_is_classifier_file)
-    torch.manual_seed(seed)
     dev = pick_device(device)
     if vae is None:
         vae = load_pipeline().vae
     train = _judge_training_set(n_train, seed, min(n_train // 4, steps * batch_size // 4), vae)
     val = make_dataset(2_000, seed=seed + 2, include=ATTRIBUTE_WORDS)
-    model = AttributeClassifier().to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    with seeded(seed):
+        model = AttributeClassifier().to(dev)
+    attribute_params = [p for n, p in model.named_parameters() if not n.startswith("object.")]
+    opt = torch.optim.AdamW(attribute_params, lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     labels = {g: train.labels(g) for g in ATTRIBUTES}
     pos = train.positions()
@@ -228,11 +256,62 @@ def train_classifier(
         loss.backward()
         opt.step()
         sched.step()
+    train_object_judge(model, vae=vae, seed=seed)
     model.eval()
     table = accuracy_table(model, val)
     if out is not None:
         save_classifier(model, out)
     return model, table
+
+
+def train_object_judge(model: AttributeClassifier, vae: torch.nn.Module, n: int = 6_000, steps: int = 1_200,
+                       seed: int = 0) -> dict[str, float]:
+    """Train the judge's object network (only it) to tell one object from none; returns its held-out error rates.
+
+    Positives: n renders of every attribute, half of them also through the VAE; negatives: as many
+    `no_object_images`, half through the VAE too, so that what separates the two is the object, not
+    the VAE's blur. Batches of 64 + 64 with flips, blur and noise. Held out: 1,000 renders and 1,000
+    negatives, each clean and through the VAE.
+    """
+    require_whole("n", n)
+    require_whole("steps", steps)
+    cpu = torch.device("cpu")
+
+    def with_round_trips(images: torch.Tensor, k: int) -> torch.Tensor:
+        return torch.cat([images, vae_round_trip(images[:k], vae)])
+
+    pos = with_round_trips(make_dataset(n, seed=seed + 601, include=ATTRIBUTE_WORDS).images, n // 2)
+    neg = with_round_trips(no_object_images(n, seed=seed + 602), n // 2)
+    net = model.object
+    dev = next(net.parameters()).device
+    with seeded(seed):  # a fresh start, whatever the network held
+        for layer in net.modules():
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                layer.reset_parameters()
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    gen = torch.Generator().manual_seed(seed)
+    target = torch.cat([torch.ones(64), torch.zeros(64)]).to(dev)
+    net.train()
+    for _ in tqdm(range(steps), desc="train object judge"):
+        ip, ineg = torch.randint(0, len(pos), (64,), generator=gen), torch.randint(0, len(neg), (64,), generator=gen)
+        x = _prepare(torch.cat([pos[ip], neg[ineg]]), cpu)  # (128, 3, 32, 32)
+        if torch.rand((), generator=gen) < 0.5:
+            x = x.flip(-1)
+        sigma = float(torch.rand((), generator=gen)) * _MAX_BLUR
+        if sigma > 0.2:
+            x = _blur(x, sigma)
+        x = x + torch.randn(x.shape, generator=gen) * 0.05 * torch.rand(128, 1, 1, 1, generator=gen)
+        loss = F.binary_cross_entropy_with_logits(net(x.to(dev))[:, 0], target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    net.eval()
+    held_pos = with_round_trips(make_dataset(1_000, seed=seed + 603, include=ATTRIBUTE_WORDS).images, 1_000)
+    held_neg = with_round_trips(no_object_images(1_000, seed=seed + 604), 1_000)
+    return {"renders_rejected": 1.0 - classify(model, held_pos)["object"].ge(OBJECT_THRESHOLD).float().mean().item(),
+            "no_object_accepted": classify(model, held_neg)["object"].ge(OBJECT_THRESHOLD).float().mean().item()}
 
 
 def save_classifier(model: AttributeClassifier, path: str | Path) -> None:

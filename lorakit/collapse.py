@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from diffusers import StableDiffusionPipeline
 
 from lorakit.classifier import AttributeClassifier, classify, features, load_classifier
@@ -22,6 +23,7 @@ from lorakit.metrics import (
     precision_recall_density_coverage,
 )
 from lorakit.pipeline import generate
+from lorakit.seeds import EVAL_SEED, PROBE_OFFSETS, PROBE_REAL_SEED
 
 METRICS = {  # name: what it measures (and which way is good)
     "fidelity": "share of token-prompt samples that are the instance (colour, shape, size): higher is better",
@@ -45,7 +47,7 @@ class CollapseProbe:
     shape: str = "triangle"
     size: str = "small"
     n: int = 16  # samples per prompt group
-    seed: int = 1000
+    seed: int = EVAL_SEED
     sample_steps: int = 10
     classifier: AttributeClassifier = field(default_factory=load_classifier, repr=False)
 
@@ -57,23 +59,33 @@ class CollapseProbe:
         self.class_prompts = [f"a {c} {self.shape}" for c in others[:3]] + [f"a large {self.shape}"]
         self.class_prompt = f"a {self.shape}"
         # the real class of the instance: the same object anywhere on the canvas
-        real = make_dataset(64, seed=7, include=[self.colour, self.shape, self.size])
+        real = make_dataset(64, seed=PROBE_REAL_SEED, include=[self.colour, self.shape, self.size])
         self._real_feats = features(self.classifier, real.images)
+
+    def group_samples(self, pipe: StableDiffusionPipeline, group: str, n_per_prompt: int | None = None,
+                      seed_offset: int = 0, **kwargs) -> torch.Tensor:
+        """Samples of one prompt group ("token", "edit", "class" or "plain"), uint8 (B, 3, 32, 32).
+
+        n_per_prompt defaults to the probe's (n for token and plain, n // 4 for the others); image i of
+        a group always comes from the same seed, so a smaller n gives the first images of a larger one.
+        """
+        prompts = {"token": self.token_prompt, "edit": self.edit_prompts, "class": self.class_prompts,
+                   "plain": self.class_prompt}[group]
+        default = self.n if group in ("token", "plain") else self.n // 4
+        seed = self.seed + seed_offset + (PROBE_OFFSETS[group] if group != "token" else 0)
+        return generate(pipe, prompts, seed=seed, n_per_prompt=n_per_prompt or default,
+                        num_inference_steps=self.sample_steps, **kwargs)
 
     def samples(self, pipe: StableDiffusionPipeline, seed_offset: int = 0, **kwargs) -> dict[str, object]:
         """Generate the probe's images: token prompt, edited token prompts, class prompts, plain class prompt."""
-        per = self.n // 4
-        seed = self.seed + seed_offset
-        return {
-            "token": generate(pipe, self.token_prompt, seed=seed, n_per_prompt=self.n,
-                              num_inference_steps=self.sample_steps, **kwargs),
-            "edit": generate(pipe, self.edit_prompts, seed=seed + 100, n_per_prompt=per,
-                             num_inference_steps=self.sample_steps, **kwargs),
-            "class": generate(pipe, self.class_prompts, seed=seed + 200, n_per_prompt=per,
-                              num_inference_steps=self.sample_steps, **kwargs),
-            "plain": generate(pipe, self.class_prompt, seed=seed + 300, n_per_prompt=self.n,
-                              num_inference_steps=self.sample_steps, **kwargs),
-        }
+        return {g: self.group_samples(pipe, g, seed_offset=seed_offset, **kwargs)
+                for g in ("token", "edit", "class", "plain")}
+
+    def token_scores(self, token: torch.Tensor) -> dict[str, float]:
+        """What the token prompt's samples alone tell: fidelity, diversity and distance to the training images."""
+        return {"fidelity": attribute_accuracy(token, self.identity, self.classifier)["all"],
+                "diversity": image_vendi(token),
+                "nn_distance": float(nearest_train_distance(token, self.instance.images).mean())}
 
     def score(self, images: dict[str, object]) -> dict[str, float]:
         """Every metric in METRICS from the images `samples` made."""
@@ -82,16 +94,15 @@ class CollapseProbe:
         token = images["token"]
         prdc = precision_recall_density_coverage(self._real_feats, features(clf, token), k=3)
         plain_words = attribute_accuracy(images["plain"], self.identity, clf)
-        return {
-            "fidelity": attribute_accuracy(token, self.identity, clf)["all"],
-            "diversity": image_vendi(token),
+        scores = {
+            **self.token_scores(token),
             "position_px": position_spread(classify(clf, token)["position"].numpy() * IMAGE_SIZE),
-            "nn_distance": float(nearest_train_distance(token, self.instance.images).mean()),
             "coverage": prdc["coverage"],
             "editability": score_images(images["edit"], self.edit_prompts, per, clf).accuracy["all"],
             "class_accuracy": score_images(images["class"], self.class_prompts, per, clf).accuracy["all"],
             "class_as_instance": plain_words["all"],
         }
+        return {name: scores[name] for name in METRICS}
 
     def measure(self, pipe: StableDiffusionPipeline, seed_offset: int = 0, **kwargs) -> dict[str, float]:
         """Generate and score in one call (kwargs go to the pipeline, e.g. cross_attention_kwargs)."""

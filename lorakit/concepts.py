@@ -18,7 +18,9 @@ from lorakit.arguments import require_whole
 from lorakit.adapters import add_adapter, save_adapter
 from lorakit.data import ShapesDataset, concat_datasets, make_dataset
 from lorakit.evaluation import score_prompts
+from lorakit.diffusion import TrainConfig
 from lorakit.finetune import train
+from lorakit.seeds import ADAPTER_CHECK_SEED
 from lorakit.paths import DATA_DIR, atomic_folder, atomic_path, check_output_folder, swap_in
 
 ADAPTERS_DIR = DATA_DIR / "adapters"
@@ -51,7 +53,7 @@ def train_concept_adapter(
     lr 1.5e-3 at scale 2 moves ΔW = 2·BA as fast as notebook 02's 3e-3 at scale 1.
     """
     add_adapter(pipe, rank=RANK, alpha=ALPHA, name=concept, seed=seed)
-    return train(pipe, concept_data(concept), steps, lr=lr, seed=seed, progress=progress)
+    return train(pipe, concept_data(concept), TrainConfig(steps=steps, lr=lr, seed=seed), progress=progress)
 
 
 def _is_adapters_folder(path: Path) -> bool:
@@ -80,7 +82,7 @@ def train_adapters(out: str | Path, steps: int = 250, seed: int = 0, device: str
             prompts = [f"a {s} {concept} {shape}" if concept != "striped" else f"a {s} red {concept} {shape}"
                        for s in ("small", "large") for shape in ("circle", "square", "triangle")]
             group = "style" if concept == "striped" else "colour"
-            accuracy = score_prompts(pipe, prompts, n_per_prompt=8, seed=500).accuracy[group]
+            accuracy = score_prompts(pipe, prompts, n_per_prompt=8, seed=ADAPTER_CHECK_SEED).accuracy[group]
             path = save_adapter(pipe, tmp / f"{concept}.safetensors", name=concept)
             report[concept] = {"steps": steps, "seconds": round(seconds, 1), "final_loss": round(losses[-1], 4),
                                f"{group}_accuracy": accuracy, "bytes": path.stat().st_size}

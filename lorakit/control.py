@@ -29,11 +29,12 @@ from peft.tuners.lora import LoraLayer
 from tqdm.auto import tqdm
 
 from lorakit.adapters import add_adapter
-from lorakit.diffusion import EncodedData, noised_batch, optimizer_step
+from lorakit.diffusion import EncodedData, TrainConfig, noised_batch, optimizer_step
 from lorakit.pipeline import LORA_TARGETS, training_scheduler
 
 # ESD-x: only the cross-attention keys and values, the layers that read the prompt
 CROSS_ATTENTION_KV = ("attn2.to_k", "attn2.to_v")
+CONTROL_CONFIG = TrainConfig(steps=300, lr=1e-3, batch_size=16)  # train_control's default
 
 
 @dataclass(frozen=True)
@@ -84,15 +85,15 @@ def train_control(
     latents: EncodedData,
     targets: Sequence[Target],
     kind: str,
-    steps: int = 300,
+    config: TrainConfig = CONTROL_CONFIG,
     eta: float = 1.0,
-    lr: float = 1e-3,
-    batch_size: int = 16,
-    seed: int = 0,
     name: str = "control",
     progress: bool = True,
 ) -> tuple[list[float], float]:
     """Train the UNet adapter `name` as a "slider" or an "erasure"; returns (losses, seconds).
+
+    From `config` it uses steps, lr (None: 1e-3), batch_size and seed: the targets come from the frozen
+    model, so caption dropout, weight decay and augmentation have no part here.
 
     Each step draws a batch of noised latents and, per sample, one target; the frozen model (the
     adapter at weight 0) predicts the noise for the target's prompts in one batched pass, and the
@@ -103,8 +104,14 @@ def train_control(
         raise ValueError(f"kind must be 'slider' or 'erasure', got {kind!r}")
     if not targets:
         raise ValueError("no targets to train on: build them with slider_targets or erasure_targets")
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be at least 1, got steps={steps}, batch_size={batch_size}")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (e.g. TrainConfig(steps=300, lr=1e-3, batch_size=16)), "
+                        f"got {type(config).__name__}")
+    if config.augment or config.weight_decay:
+        raise ValueError("train_control uses the config's steps, lr, batch_size and seed only; "
+                         "leave augment and weight_decay at their defaults")
+    steps, batch_size = config.steps, config.batch_size
+    lr = config.lr if config.lr is not None else CONTROL_CONFIG.lr
     unet = pipe.unet
     adapters = sorted(getattr(unet, "peft_config", None) or {})
     if name not in adapters:
@@ -118,11 +125,9 @@ def train_control(
     which = torch.tensor([[row[t.prompt], row[t.plus], row[t.minus]] for t in targets])  # (T, 3)
     schedule = training_scheduler()
     scaling = pipe.vae.config.scaling_factor
-    unet.set_adapters([name], weights=[1.0])  # the only active adapter; activating resets requires_grad:
-    for p in params:
-        p.requires_grad_(True)
+    unet.set_adapters([name], weights=[1.0])  # the only active adapter (peft keeps an active adapter trainable)
     opt = torch.optim.AdamW(params, lr=lr)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(config.seed)
     dev = unet.device
     scales = (1.0, -1.0) if kind == "slider" else (1.0,)
     losses = []
@@ -154,7 +159,7 @@ def train_control(
 
 def _set_weight(unet: torch.nn.Module, name: str, weight: float) -> None:
     """The adapter's weight in every layer, through peft's `set_scale` (what diffusers' `set_adapters`
-    does per layer, without re-activating the adapter, which would reset requires_grad)."""
+    does per layer, without re-activating adapters on every step)."""
     for module in unet.modules():
         if isinstance(module, LoraLayer):
             module.set_scale(name, weight)

@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from scipy import ndimage
 from torch.utils.data import Dataset
 
 from lorakit.arguments import require_whole
@@ -388,3 +389,52 @@ def pretraining_prompts(with_size: bool = True) -> list[str]:
         for c in allowed["colour"]
         for sh in allowed["shape"]
     ]
+
+
+def no_object_images(n: int, seed: int = 0) -> torch.Tensor:
+    """Images that show no single object, uint8 (n, 3, 32, 32): what the judge learns to answer "no object" on.
+
+    Four kinds in turn, each in a palette colour: stripes or a blotch over most of the frame, broken
+    up; three or more scattered fragments; a large rendered object cut into 8-pixel patches and
+    shuffled; and the bare background with faint blotches. Generated images fail in these ways when a
+    model collapses or an eraser overshoots.
+    """
+    require_whole("n", n)
+    rng = np.random.default_rng(seed)
+    bg = np.asarray(BACKGROUND, np.float32)
+    names = list(COLOURS)
+    large = make_dataset(n, seed=seed + 1, include=[w for w in ATTRIBUTE_WORDS if w != "small"]).images
+    large = large.permute(0, 2, 3, 1).numpy().astype(np.float32)  # (n, H, W, 3)
+    size, patch = IMAGE_SIZE, 8
+    out = []
+    for i in range(n):
+        kind = i % 4
+        colour = np.asarray(COLOURS[names[rng.integers(len(names))]], np.float32) + rng.integers(-12, 13, 3)
+        if kind == 2:  # a large object cut into patches and shuffled
+            tiles = [large[i, y : y + patch, x : x + patch] for y in range(0, size, patch) for x in range(0, size, patch)]
+            order, per_row = rng.permutation(len(tiles)), size // patch
+            out.append(np.concatenate([np.concatenate([tiles[order[r * per_row + c]] for c in range(per_row)], 1)
+                                       for r in range(per_row)], 0))
+            continue
+        if kind == 0:  # stripes or a blotch over most of the frame, with holes
+            top, left = rng.integers(0, 7, 2)
+            bottom, right = size - rng.integers(0, 7, 2)
+            mask = np.zeros((size, size), np.float32)
+            mask[top:bottom, left:right] = 1
+            if rng.random() < 0.7:
+                mask *= ((np.arange(size) // (_STRIPE_PERIOD // 2)) % 2 == 0)[:, None]
+            holes = ndimage.gaussian_filter(rng.normal(size=(size, size)), 3)
+            mask *= holes > np.quantile(holes, rng.uniform(0, 0.5))
+        elif kind == 1:  # at least three pieces, none an object on its own
+            while True:
+                field = ndimage.gaussian_filter(rng.normal(size=(size, size)), rng.uniform(1.0, 2.5))
+                mask = (field > np.quantile(field, rng.uniform(0.75, 0.93))).astype(np.float32)
+                if ndimage.label(mask)[1] >= 3:
+                    break
+        else:  # the background with faint blotches
+            field = ndimage.gaussian_filter(rng.normal(size=(size, size)), 2)
+            mask = np.clip(field / field.std() * 0.08, 0, 0.3)
+        mask = ndimage.gaussian_filter(mask.astype(np.float32), rng.uniform(0.3, 0.8))
+        out.append(bg * (1 - mask[..., None]) + colour * mask[..., None])
+    images = np.clip(np.rint(np.stack(out)), 0, 255).astype(np.uint8)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()

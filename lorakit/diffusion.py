@@ -3,11 +3,13 @@
 Pre-training (`lorakit.pretrain`), fine-tuning (`lorakit.finetune`, and through it DreamBooth) and
 the control adapters (`lorakit.control`) all train a denoiser the same way: images encoded once by
 the frozen VAE, a noised batch drawn from one generator, the noise-prediction (epsilon) loss, and
-an optimizer step that stops on a NaN loss. This module holds those pieces and nothing else.
+an optimizer step that stops on a NaN loss, with the settings of a run in one `TrainConfig`. This
+module holds those pieces and nothing else.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +17,9 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from lorakit.arguments import require_whole
 from lorakit.data import ShapesDataset, to_model_range
+from lorakit.pipeline import training_scheduler
 
 
 @dataclass
@@ -62,31 +66,80 @@ def encode_data(pipe: StableDiffusionPipeline, data: ShapesDataset, batch_size: 
     return encode_parts(pipe.vae, pipe.tokenizer, pipe.text_encoder, data, batch_size)
 
 
+def check_training_args(steps: int, lr: float | None, batch_size: int = 1) -> None:
+    """Raise a clear ValueError for a step count, learning rate or batch size no training can use."""
+    require_whole("steps", steps)
+    require_whole("batch_size", batch_size)
+    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive, finite learning rate, got {lr!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one training run goes; checked when made, so a bad value stops before any model changes.
+
+    `lr` None means the default of what trains: 1e-3 for `train`, 3e-3 (LoRA) or 1e-4 (full) for
+    `finetune`, 3e-3 for `train_dreambooth`. `caption_dropout` trains that share of samples with the
+    empty prompt; `augment` trains on every flipped and shifted view of the images
+    (`lorakit.data.augmented`).
+    """
+
+    steps: int = 250
+    lr: float | None = None
+    batch_size: int = 32
+    seed: int = 0
+    weight_decay: float = 0.0
+    caption_dropout: float = 0.1
+    augment: bool = False
+
+    def __post_init__(self) -> None:
+        check_training_args(steps=self.steps, lr=self.lr, batch_size=self.batch_size)
+        require_whole("seed", self.seed, minimum=0)
+        if not 0.0 <= self.caption_dropout < 1.0:
+            raise ValueError(f"caption_dropout is a share of samples in [0, 1), got {self.caption_dropout!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+
+
+@dataclass(frozen=True)
+class Denoiser:
+    """What a denoising loss needs of a model: the UNet, the text encoder, the training noise schedule and
+    the VAE's latent scaling factor (a pipeline has them all: `Denoiser.of(pipe)`)."""
+
+    unet: UNet2DConditionModel
+    text_encoder: CLIPTextModel
+    schedule: DDPMScheduler
+    scaling_factor: float
+
+    @classmethod
+    def of(cls, pipe: StableDiffusionPipeline) -> Denoiser:
+        """A pipeline's denoiser, with the DDPM schedule it was trained on."""
+        return cls(pipe.unet, pipe.text_encoder, training_scheduler(), pipe.vae.config.scaling_factor)
+
+
 def denoising_loss(
-    unet: UNet2DConditionModel,
-    text_encoder: CLIPTextModel,
+    model: Denoiser | StableDiffusionPipeline,
     enc: EncodedData,
     batch_size: int,
     gen: torch.Generator,
-    schedule: DDPMScheduler,
-    scaling_factor: float,
-    caption_dropout: float,
-    run_text_encoder: bool,
+    caption_dropout: float = 0.0,
+    run_text_encoder: bool = False,
 ) -> torch.Tensor:
     """One batch's noise-prediction loss: MSE between the noise added to latents and the UNet's guess.
 
     Draws, in this order from `gen`: the batch, the latent sample, the noise, the timesteps, and which
     captions drop to "". Uses the cached text embeddings unless `run_text_encoder` (it is training).
     """
-    dev = unet.device
-    idx, noisy, noise, t = noised_batch(enc, batch_size, gen, schedule, scaling_factor, dev)
+    m = model if isinstance(model, Denoiser) else Denoiser.of(model)
+    dev = m.unet.device
+    idx, noisy, noise, t = noised_batch(enc, batch_size, gen, m.schedule, m.scaling_factor, dev)
     drop = torch.rand(batch_size, generator=gen) < caption_dropout
     if run_text_encoder:
         ids = torch.where(drop[:, None], enc.empty_ids, enc.ids[idx])  # (B, 16)
-        text = text_encoder(ids.to(dev))[0]
+        text = m.text_encoder(ids.to(dev))[0]
     else:
         text = torch.where(drop.to(dev)[:, None, None], enc.empty_text, enc.text[idx])  # (B, 16, 64)
-    return F.mse_loss(unet(noisy, t, encoder_hidden_states=text).sample, noise)
+    return F.mse_loss(m.unet(noisy, t, encoder_hidden_states=text).sample, noise)
 
 
 def noised_batch(

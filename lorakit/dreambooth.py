@@ -8,9 +8,8 @@ prompt); `early_stopping_step` picks a checkpoint from a validation signal.
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from diffusers import StableDiffusionPipeline
@@ -19,9 +18,10 @@ from lorakit.adapters import CheckpointSaver, add_adapter, load_adapter_weights
 from lorakit.classifier import AttributeClassifier, classify, predict_words
 from lorakit.collapse import CollapseProbe
 from lorakit.data import IMAGE_SIZE, Attributes, ShapesDataset
-from lorakit.finetune import train
-from lorakit.metrics import attribute_accuracy, image_vendi
+from lorakit.diffusion import TrainConfig
+from lorakit.finetune import Prior, train
 from lorakit.pipeline import generate
+from lorakit.seeds import CLASS_IMAGES_SEED, VALIDATION_OFFSET, seeded
 
 
 @dataclass
@@ -33,50 +33,57 @@ class Run:
     checkpoints: dict[int, Path]
 
 
+@dataclass(frozen=True)
+class Checkpoints:
+    """Where and how often `train_dreambooth` saves the adapter: at step 0 and every `every` steps. A
+    folder holding an earlier run's checkpoints is replaced only with `overwrite=True`."""
+
+    folder: str | Path
+    every: int = 25
+    overwrite: bool = False
+
+
+DREAMBOOTH_CONFIG = TrainConfig(steps=150, lr=3e-3, batch_size=4)  # train_dreambooth's default
+
+
 def train_dreambooth(
     pipe: StableDiffusionPipeline,
     instance: ShapesDataset,
-    steps: int = 150,
-    lr: float = 3e-3,
+    config: TrainConfig = DREAMBOOTH_CONFIG,
     rank: int = 4,
     dropout: float = 0.0,
-    weight_decay: float = 0.0,
-    prior: ShapesDataset | None = None,
-    prior_weight: float = 1.0,
-    augment: bool = False,
     conv: bool = True,
-    batch_size: int = 4,
-    seed: int = 0,
-    checkpoint_dir: str | Path | None = None,
-    checkpoint_every: int = 25,
-    overwrite: bool = False,
+    prior: Prior | None = None,
+    checkpoints: Checkpoints | None = None,
     progress: bool = False,
 ) -> Run:
     """Add a LoRA to `pipe` (UNet attention + ResNet convs + text encoder) and train it on the instance images.
 
-    With `checkpoint_dir`, the adapter is saved at step 0 and every `checkpoint_every` steps; a
-    folder holding an earlier run's checkpoints is replaced only with `overwrite=True` (see
+    `config` holds steps, learning rate (None: 3e-3), batch, seed, weight decay and augmentation; `prior`
+    adds prior preservation. With `checkpoints`, the adapter is saved along the way (see
     `lorakit.adapters.CheckpointSaver`). Every argument is checked before the pipeline changes.
     """
-    if not isinstance(steps, int) or steps < 1 or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be whole numbers >= 1, got steps={steps!r}, batch_size={batch_size!r}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive learning rate, got {lr!r}")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (e.g. TrainConfig(steps=150, lr=3e-3, batch_size=4)), "
+                        f"got {type(config).__name__}")
+    config = replace(config, lr=config.lr if config.lr is not None else DREAMBOOTH_CONFIG.lr)
+    if prior is not None and not isinstance(prior, Prior):
+        raise TypeError(f"prior must be a Prior (e.g. Prior(class_images(...))), got {type(prior).__name__}")
     saver = None
-    if checkpoint_dir is not None:  # checked (and refused) before the adapter is added
-        saver = CheckpointSaver(pipe, checkpoint_dir, checkpoint_every, overwrite=overwrite)
-    add_adapter(pipe, rank=rank, dropout=dropout, conv=conv, seed=seed)
-    if saver is not None:
-        saver(0, float("nan"))  # the starting point: the base model's behaviour
-    start = time.perf_counter()
-    losses = train(pipe, instance, steps, lr=lr, batch_size=batch_size, seed=seed, weight_decay=weight_decay,
-                   prior=prior, prior_weight=prior_weight, augment=augment, progress=progress, on_step=saver)
-    seconds = time.perf_counter() - start  # includes checkpoint writes (a few ms each)
+    if checkpoints is not None:  # checked (and refused) before the adapter is added
+        saver = CheckpointSaver(pipe, checkpoints.folder, checkpoints.every, overwrite=checkpoints.overwrite)
+    with seeded(config.seed):  # the A factors' init, then LoRA dropout's masks, draw from torch's global RNG
+        add_adapter(pipe, rank=rank, dropout=dropout, conv=conv, seed=None)
+        if saver is not None:
+            saver(0, float("nan"))  # the starting point: the base model's behaviour
+        start = time.perf_counter()
+        losses = train(pipe, instance, config, prior=prior, progress=progress, on_step=saver)
+        seconds = time.perf_counter() - start  # includes checkpoint writes (a few ms each)
     return Run(losses, seconds, saver.paths if saver is not None else {})
 
 
 def class_images(
-    pipe: StableDiffusionPipeline, prompt: str, n: int, classifier: AttributeClassifier, seed: int = 50_000
+    pipe: StableDiffusionPipeline, prompt: str, n: int, classifier: AttributeClassifier, seed: int = CLASS_IMAGES_SEED
 ) -> ShapesDataset:
     """The base model's own samples for the class prompt, captioned with it: DreamBooth's prior-preservation set.
 
@@ -94,7 +101,7 @@ def early_stopping_step(
     checkpoints: dict[int, Path],
     probe: CollapseProbe,
     min_fidelity: float = 0.9,
-    seed_offset: int = 5000,
+    seed_offset: int = VALIDATION_OFFSET,
 ) -> tuple[int, dict[int, dict[str, float]]]:
     """Early stopping on validation diversity: among checkpoints whose fidelity reaches `min_fidelity`, the most diverse.
 
@@ -107,10 +114,8 @@ def early_stopping_step(
     scores = {}
     for step, path in checkpoints.items():
         load_adapter_weights(pipe, path)
-        images = generate(pipe, probe.token_prompt, seed=probe.seed + seed_offset, n_per_prompt=probe.n,
-                          num_inference_steps=probe.sample_steps)
-        scores[step] = {"fidelity": attribute_accuracy(images, probe.identity, probe.classifier)["all"],
-                        "diversity": image_vendi(images)}
+        token = probe.token_scores(probe.group_samples(pipe, "token", seed_offset=seed_offset))
+        scores[step] = {"fidelity": token["fidelity"], "diversity": token["diversity"]}
     good = [s for s, v in scores.items() if v["fidelity"] >= min_fidelity]
     best = max(good, key=lambda s: scores[s]["diversity"]) if good else max(scores, key=lambda s: scores[s]["fidelity"])
     load_adapter_weights(pipe, checkpoints[best])

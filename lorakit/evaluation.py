@@ -19,6 +19,7 @@ from lorakit.classifier import AttributeClassifier, features, load_classifier
 from lorakit.data import make_dataset, parse_prompt, pretraining_prompts
 from lorakit.metrics import accuracy_of, frechet_distance, right_per_image
 from lorakit.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, generate
+from lorakit.seeds import REAL_OFFSET
 
 
 @dataclass
@@ -109,6 +110,6 @@ def evaluate_prompts(
              for i in tqdm(range(0, len(prompts), prompts_per_batch), desc="evaluate prompts", leave=False)]
     scored = concat_scored(parts)
     words = sorted({w for p in prompts for w in parse_prompt(p).values()})
-    real = make_dataset(len(scored.images), seed=seed + 10_000, include=words)
+    real = make_dataset(len(scored.images), seed=seed + REAL_OFFSET, include=words)
     fd = frechet_distance(features(clf, scored.images), features(clf, real.images))
     return QualityReport(scored.by_prompt(), scored.accuracy, fd, scored.images, scored.prompts)

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import torch
@@ -22,19 +22,28 @@ from tqdm.auto import tqdm
 
 from lorakit.arguments import require_whole
 from lorakit.data import ShapesDataset, augmented
-from lorakit.diffusion import EncodedData, denoising_loss, encode_data, optimizer_step
+from lorakit.diffusion import Denoiser, EncodedData, TrainConfig, denoising_loss, encode_data, optimizer_step
 from lorakit.evaluation import score_prompts
 from lorakit.lora import add_lora, lora_layers, merged_lora_names, peft_lora_names, remove_lora
 from lorakit.memory import TrainingBytes, measure_peak_memory, training_bytes
-from lorakit.pipeline import DEFAULT_STEPS, LORA_TARGETS, TEXT_LORA_TARGETS, training_scheduler
+from lorakit.pipeline import DEFAULT_STEPS, LORA_TARGETS, TEXT_LORA_TARGETS
+from lorakit.seeds import EVAL_SEED, seeded
 
 
-def check_training_args(steps: int, lr: float | None, batch_size: int = 1) -> None:
-    """Raise a clear ValueError for a step count, learning rate or batch size no training can use."""
-    require_whole("steps", steps)
-    require_whole("batch_size", batch_size)
-    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive, finite learning rate, got {lr!r}")
+@dataclass(frozen=True)
+class Prior:
+    """DreamBooth's prior preservation (Ruiz et al. 2022): each step also draws a batch of the same size
+    from `data` (normally the frozen base model's own samples for the class prompt, e.g. "a triangle")
+    and adds `weight` x their noise-prediction loss, so the class word keeps meaning what it meant
+    (diffusers' train_dreambooth_lora.py: --with_prior_preservation, prior_loss_weight 1)."""
+
+    data: ShapesDataset | EncodedData
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_data(self.data, "Prior.data")
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise ValueError(f"the prior's weight must be >= 0, got {self.weight!r}")
 
 
 def _check_data(data: object, name: str) -> None:
@@ -43,49 +52,37 @@ def _check_data(data: object, name: str) -> None:
                         f"(lorakit.diffusion.encode_data), got {type(data).__name__}")
 
 
+def _check_config(config: object) -> None:
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (e.g. TrainConfig(steps=100, lr=1e-3)), got {type(config).__name__}")
+
+
 def train(
     pipe: StableDiffusionPipeline,
     data: ShapesDataset | EncodedData,
-    steps: int,
-    lr: float = 1e-3,
-    batch_size: int = 32,
-    seed: int = 0,
-    weight_decay: float = 0.0,
-    caption_dropout: float = 0.1,
-    progress: bool = True,
+    config: TrainConfig,
+    prior: Prior | None = None,
     on_step: Callable[[int, float], None] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
-    prior: ShapesDataset | EncodedData | None = None,
-    prior_weight: float = 1.0,
-    augment: bool = False,
+    progress: bool = True,
 ) -> list[float]:
     """Train the trainable parameters of UNet and text encoder with AdamW on the noise-prediction loss.
 
-    Returns the loss of every step (with `prior`, the total: instance loss + prior_weight x prior loss).
+    Returns the loss of every step (with `prior`, the total: instance loss + weight x prior loss).
 
-    All randomness (batches, noise, timesteps) comes from one generator seeded with `seed`, so two
-    models with equal weights trained with the same seed see exactly the same batches.
-    `caption_dropout` trains that share of samples with the empty prompt, as in pre-training: an
-    adapter also changes the unconditional prediction, and classifier-free guidance amplifies any
+    All randomness (batches, noise, timesteps) comes from one generator seeded with `config.seed`, so
+    two models with equal weights trained with the same seed see exactly the same batches.
+    `config.caption_dropout` trains that share of samples with the empty prompt, as in pre-training:
+    an adapter also changes the unconditional prediction, and classifier-free guidance amplifies any
     drift there, so it must keep learning it. `on_step(step, loss)` runs after every step (e.g. an
     evaluation every K steps, or `lorakit.adapters.CheckpointSaver`); pass `optimizer` to keep its
-    state across calls.
-
-    Two regularisers from DreamBooth (Ruiz et al. 2022):
-    - `prior`: prior-preservation. Each step also draws a batch of the same size from these
-      images (normally the frozen base model's own samples for the class prompt, e.g. "a triangle")
-      and adds prior_weight x their noise-prediction loss, so the class word keeps meaning what it
-      meant (diffusers' train_dreambooth_lora.py: --with_prior_preservation, prior_loss_weight 1).
-    - `augment`: train on every flipped and shifted view of the images (`lorakit.data.augmented`).
+    state across calls. DreamBooth's two regularisers: `prior` (prior preservation) and
+    `config.augment` (every flipped and shifted view of the images).
     """
-    check_training_args(steps=steps, lr=lr, batch_size=batch_size)
+    _check_config(config)
     _check_data(data, "data")
-    if prior is not None:
-        _check_data(prior, "prior")
-    if not 0.0 <= caption_dropout < 1.0:
-        raise ValueError(f"caption_dropout is a share of samples in [0, 1), got {caption_dropout!r}")
-    if not (math.isfinite(weight_decay) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    if prior is not None and not isinstance(prior, Prior):
+        raise TypeError(f"prior must be a Prior (e.g. Prior(class_images, weight=1.0)), got {type(prior).__name__}")
     merged = merged_lora_names(pipe.unet) + merged_lora_names(pipe.text_encoder)
     if merged:
         raise ValueError(f"{len(merged)} LoRA layers are merged into their base weights (e.g. {merged[0]}): a merged "
@@ -95,27 +92,24 @@ def train(
     if not params:
         raise ValueError("nothing to train: add a LoRA (lorakit.lora.add_lora or unet.add_adapter), "
                          "or unfreeze the UNet for full fine-tuning (pipe.unet.requires_grad_(True))")
-    if augment:
+    if config.augment:
         if isinstance(data, EncodedData):
             raise ValueError("augment=True needs images (a ShapesDataset), not already encoded data")
         data = augmented(data)
-    if not (math.isfinite(prior_weight) and prior_weight >= 0):
-        raise ValueError(f"prior_weight must be >= 0, got {prior_weight!r}")
+    lr = config.lr if config.lr is not None else 1e-3
     enc = data if isinstance(data, EncodedData) else encode_data(pipe, data)
-    prior_enc = prior if prior is None or isinstance(prior, EncodedData) else encode_data(pipe, prior)
-    schedule = training_scheduler()
-    opt = optimizer if optimizer is not None else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(seed)
+    prior_enc = None if prior is None else prior.data if isinstance(prior.data, EncodedData) else encode_data(pipe, prior.data)
+    denoiser = Denoiser.of(pipe)
+    opt = optimizer if optimizer is not None else torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+    gen = torch.Generator().manual_seed(config.seed)
     pipe.unet.train()
     pipe.text_encoder.train(bool(text_params))
     losses = []
-    for step in tqdm(range(steps), desc="train", disable=not progress):
-        loss = denoising_loss(pipe.unet, pipe.text_encoder, enc, batch_size, gen, schedule,
-                              pipe.vae.config.scaling_factor, caption_dropout, run_text_encoder=bool(text_params))
+    for step in tqdm(range(config.steps), desc="train", disable=not progress):
+        loss = denoising_loss(denoiser, enc, config.batch_size, gen, config.caption_dropout, bool(text_params))
         if prior_enc is not None:
-            loss = loss + prior_weight * denoising_loss(
-                pipe.unet, pipe.text_encoder, prior_enc, batch_size, gen, schedule,
-                pipe.vae.config.scaling_factor, caption_dropout, run_text_encoder=bool(text_params))
+            loss = loss + prior.weight * denoising_loss(denoiser, prior_enc, config.batch_size, gen,
+                                                        config.caption_dropout, bool(text_params))
         losses.append(optimizer_step(opt, loss, step, lr))
         if on_step is not None:
             on_step(step + 1, losses[-1])
@@ -145,86 +139,102 @@ class History:
         return next((s for s, a in zip(self.eval_steps, self.concept_accuracy) if a >= accuracy), None)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What `finetune` measures along training: every `every` steps, n images per prompt of the concept
+    prompts and of the other prompts (fixed seeds, `sample_steps` sampler steps), scored by the classifier."""
+
+    every: int
+    concept_prompts: Sequence[str] = ()
+    base_prompts: Sequence[str] = ()
+    n: int = 4
+    sample_steps: int = DEFAULT_STEPS
+
+    def __post_init__(self) -> None:
+        require_whole("every", self.every)
+        require_whole("n", self.n)
+        for name in ("concept_prompts", "base_prompts"):
+            prompts = getattr(self, name)
+            if isinstance(prompts, str):
+                raise TypeError(f"{name} must be a list of prompts; got the string {prompts!r} (write [{prompts!r}])")
+
+
+METHOD_LR = {"lora": 3e-3, "full": 1e-4}  # finetune's default learning rate per method
+
+
 def finetune(
     pipe: StableDiffusionPipeline,
     data: ShapesDataset | EncodedData,
+    config: TrainConfig | None = None,
     method: str = "lora",
     rank: int = 4,
     alpha: float | None = None,
-    steps: int = 250,
-    lr: float | None = None,
-    seed: int = 0,
     text_encoder: bool = True,
-    eval_every: int = 0,
-    concept_prompts: Sequence[str] = (),
-    base_prompts: Sequence[str] = (),
-    n_eval: int = 4,
-    sample_steps: int = DEFAULT_STEPS,
+    evaluation: Evaluation | None = None,
     progress: bool = True,
 ) -> tuple[StableDiffusionPipeline, History]:
     """Fine-tune with LoRA (from-scratch layers) or fully, on the same loop; returns (pipe, History).
 
     method="lora": rank-r adapters on the UNet's attention (and the text encoder's, if
     `text_encoder`); the base weights stay frozen. method="full": every UNet weight (and every text
-    encoder weight, if `text_encoder`) trains. Every `eval_every` steps the concept prompts and the
-    other prompts are drawn (n_eval images each, fixed seeds, `sample_steps` sampler steps) and
-    scored by the classifier.
-    Default learning rates: 3e-3 for LoRA, 1e-4 for full fine-tuning.
+    encoder weight, if `text_encoder`) trains. `config` defaults to TrainConfig() (250 steps); its lr,
+    if None, to METHOD_LR[method]. With `evaluation`, the prompts are drawn and scored along the way.
     """
     if method not in ("lora", "full"):
         raise ValueError(f"method must be 'lora' or 'full', got {method!r}")
-    check_training_args(steps=steps, lr=lr)
+    config = config if config is not None else TrainConfig()
+    _check_config(config)
     if method == "lora":
         require_whole("rank", rank)
     if alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"alpha must be > 0 (the scale is alpha / rank; leave it None for alpha = rank), got {alpha!r}")
-    if not isinstance(eval_every, int) or eval_every < 0 or not isinstance(n_eval, int) or n_eval < 1:
-        raise ValueError(f"eval_every must be >= 0 and n_eval >= 1, got eval_every={eval_every!r}, n_eval={n_eval!r}")
-    for name, prompts in (("concept_prompts", concept_prompts), ("base_prompts", base_prompts)):
-        if isinstance(prompts, str):
-            raise TypeError(f"{name} must be a list of prompts; got the string {prompts!r} (write [{prompts!r}])")
+    if evaluation is not None and not isinstance(evaluation, Evaluation):
+        raise TypeError(f"evaluation must be an Evaluation (e.g. Evaluation(every=25, concept_prompts=[...])), "
+                        f"got {type(evaluation).__name__}")
     _check_data(data, "data")
     already = [n for part in (pipe.unet, pipe.text_encoder) for n in list(lora_layers(part)) + peft_lora_names(part)]
     if already:
         raise ValueError(f"the pipeline already has LoRA layers (e.g. {already[0]}), from an earlier finetune or "
                          "add_adapter: load a fresh pipeline (lorakit.load_pipeline()) for each run")
-    torch.manual_seed(seed)
     if method == "lora":
         alpha = alpha if alpha is not None else rank
-        add_lora(pipe.unet, LORA_TARGETS, rank=rank, alpha=alpha)
-        if text_encoder:
-            try:
-                add_lora(pipe.text_encoder, TEXT_LORA_TARGETS, rank=rank, alpha=alpha)
-            except (ValueError, TypeError):
-                remove_lora(pipe.unet)  # leave the pipeline as it came
-                raise
+        with seeded(config.seed):  # the A factors' random init
+            add_lora(pipe.unet, LORA_TARGETS, rank=rank, alpha=alpha)
+            if text_encoder:
+                try:
+                    add_lora(pipe.text_encoder, TEXT_LORA_TARGETS, rank=rank, alpha=alpha)
+                except (ValueError, TypeError):
+                    remove_lora(pipe.unet)  # leave the pipeline as it came
+                    raise
     else:
         pipe.unet.requires_grad_(True)
         pipe.text_encoder.requires_grad_(text_encoder)
-    lr = lr if lr is not None else (3e-3 if method == "lora" else 1e-4)
+    config = replace(config, lr=config.lr if config.lr is not None else METHOD_LR[method])
     history = History(method)
     params = [p for part in (pipe.unet, pipe.text_encoder) for p in part.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr)
+    opt = torch.optim.AdamW(params, lr=config.lr)
     clock = {"start": time.perf_counter(), "paused": 0.0}
 
     def evaluate(step: int, loss: float) -> None:
-        if not eval_every or step % eval_every:
+        if evaluation is None or step % evaluation.every:
             return
         t0 = time.perf_counter()
         pipe.unet.eval()
         pipe.text_encoder.eval()
         history.eval_steps.append(step)
-        for prompts, accuracies in ((concept_prompts, history.concept_accuracy), (base_prompts, history.base_accuracy)):
-            if prompts and n_eval:
-                accuracies.append(score_prompts(pipe, prompts, n_eval, seed=1000, steps=sample_steps).accuracy["all"])
+        for prompts, accuracies in ((evaluation.concept_prompts, history.concept_accuracy),
+                                    (evaluation.base_prompts, history.base_accuracy)):
+            if prompts:
+                accuracies.append(score_prompts(pipe, prompts, evaluation.n, seed=EVAL_SEED,
+                                                steps=evaluation.sample_steps).accuracy["all"])
         pipe.unet.train()
         pipe.text_encoder.train(text_encoder)
         clock["paused"] += time.perf_counter() - t0
 
-    if eval_every:
+    if evaluation is not None:
         evaluate(0, float("nan"))  # the starting point
     clock["start"], clock["paused"] = time.perf_counter(), 0.0  # time training only, from here on
-    history.loss = train(pipe, data, steps=steps, lr=lr, seed=seed, progress=progress, on_step=evaluate, optimizer=opt)
+    history.loss = train(pipe, data, config, progress=progress, on_step=evaluate, optimizer=opt)
     history.seconds = time.perf_counter() - clock["start"] - clock["paused"]
     history.memory = training_bytes(params, opt)
     return pipe, history
@@ -252,5 +262,5 @@ def _memory_probe(method: str, rank: int, steps: int) -> None:
     pipe = load_pipeline(device="cpu")
     data = encode_data(pipe, make_dataset(64, seed=0, include=["orange"]))
     with measure_peak_memory("cpu") as peak:
-        finetune(pipe, data, method=method, rank=rank, steps=steps, progress=False)
+        finetune(pipe, data, TrainConfig(steps=steps), method=method, rank=rank, progress=False)
     print(peak.peak_bytes)

@@ -92,10 +92,23 @@ def target_name(module: str) -> str:
     return ".".join(parts[i:])
 
 
-def _split(key: str) -> tuple[str, str, str]:
-    """(part, module, "A"|"B") of a diffusers/peft key, e.g. ("unet", "down_blocks.0...to_q", "A")."""
-    part, _, rest = key.partition(".")
-    if part not in _PARTS:
+_ADAPTER_NAME = re.compile(r"\.(lora_[AB])\.[^.]+\.weight$")  # peft inside a model: "...lora_A.default.weight"
+
+
+def split_key(key: str, part: str | None = None) -> tuple[str, str, str]:
+    """(part, module, "A"|"B") of a LoRA key in any diffusers/peft layout, e.g. ("unet", "down_blocks.0...to_q", "A").
+
+    The one place LoRA key names are parsed. Keys of one model's adapter (peft's
+    `get_peft_model_state_dict(pipe.unet)`, without "unet.") need that model's `part`; peft's
+    "base_model.model." prefix and adapter names ("lora_A.default.weight") are dropped.
+    """
+    key = _ADAPTER_NAME.sub(r".\1.weight", key.removeprefix("base_model.model."))
+    head, _, tail = key.partition(".")
+    if head in _PARTS:
+        part, rest = head, tail
+    elif part in _PARTS:
+        rest = key
+    else:
         raise LoraFileError(f"key {key!r} does not start with 'unet.' or 'text_encoder.': prefix peft keys with the "
                             "component they belong to (diffusers does this in save_lora_weights)")
     for ending, which in _ENDINGS.items():
@@ -117,7 +130,7 @@ def _factors(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor
     """{"unet.<module>": {"A": ..., "B": ...}} from a diffusers/peft state dict."""
     out: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state.items():
-        part, module, which = _split(key)
+        part, module, which = split_key(key)
         out.setdefault(f"{part}.{module}", {})[which] = value
     incomplete = [m for m, f in out.items() if set(f) != {"A", "B"}]
     if incomplete:
@@ -174,12 +187,12 @@ def from_kohya(kohya_state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, tor
                             "is it a LoRA for an SD 1.x model?") from err
     peft_state, alphas = {}, {}
     for key, value in state.items():
-        part, module, which = _split(key)
+        part, module, which = split_key(key)
         peft_state[f"{part}.{_model_name(part, module)}.lora_{which}.weight"] = value
     for key, value in (network_alphas or {}).items():
         stem = key.removesuffix(".alpha")
         try:  # text-encoder alphas are named after a weight, UNet alphas after their module
-            part, module, _ = _split(stem)
+            part, module, _ = split_key(stem)
         except LoraFileError:
             part, _, module = stem.partition(".")
         alphas[f"{part}.{_model_name(part, module)}"] = float(value)

@@ -20,6 +20,7 @@ from lorakit.data import make_dataset, parse_prompt
 from lorakit.merge import Mixer
 from lorakit.metrics import frechet_distance, image_vendi
 from lorakit.pipeline import generate
+from lorakit.seeds import BLEND_REAL_SEED
 
 DEFAULT_TS = tuple(float(t) for t in np.round(np.linspace(0, 1, 11), 2))
 
@@ -60,7 +61,7 @@ class BlendStudy:
         self.mixer, self.prompt, self.n, self.seed, self.sample_steps = mixer, prompt, n, seed, sample_steps
         self.concepts = (concept_of(concept_a), concept_of(concept_b))
         self.classifier = classifier if classifier is not None else load_classifier()
-        real = make_dataset(n_real, seed=11, include=list(parse_prompt(prompt).values()))
+        real = make_dataset(n_real, seed=BLEND_REAL_SEED, include=list(parse_prompt(prompt).values()))
         self.real_feats = features(self.classifier, real.images)
         self.cache: dict[tuple, torch.Tensor] = {}
         self.paths: dict[tuple[str, tuple[float, ...]], PathResult] = {}

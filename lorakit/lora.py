@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lorakit.formats import split_key
+
 
 class LoRALinear(nn.Module):
     """A frozen nn.Linear plus a trainable low-rank update s·B·A (Hu et al. 2021)."""
@@ -301,21 +303,15 @@ def peft_metadata(model: nn.Module) -> dict:
             "target_modules": sorted(layers), "init_lora_weights": True}
 
 
-def from_peft_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keys from peft or diffusers LoRA files renamed to lorakit's ("<module>.lora_A.weight").
+def from_peft_state_dict(state: dict[str, torch.Tensor], part: str = "unet") -> dict[str, torch.Tensor]:
+    """Keys of one model's adapter from peft or diffusers renamed to lorakit's ("<module>.lora_A.weight").
 
-    Handles the "unet." prefix diffusers writes, peft's "base_model.model." prefix and adapter names
-    ("lora_A.default.weight"), and the older diffusers names "lora.down" / "lora.up".
+    Any layout `lorakit.formats.split_key` reads: the "unet." prefix diffusers writes, peft's
+    "base_model.model." prefix and adapter names ("lora_A.default.weight"), the older diffusers names
+    "lora.down" / "lora.up". `part` ("unet" or "text_encoder") is the model the keys belong to.
     """
     out = {}
     for key, value in state.items():
-        k = key.removeprefix("unet.").removeprefix("base_model.model.")
-        k = k.replace(".lora.down.", ".lora_A.").replace(".lora.up.", ".lora_B.")
-        parts = k.split(".")
-        if len(parts) >= 3 and parts[-3] in ("lora_A", "lora_B") and parts[-1] == "weight":
-            parts.pop(-2)  # adapter name, e.g. "default"
-        k = ".".join(parts)
-        if not (k.endswith(".lora_A.weight") or k.endswith(".lora_B.weight")):
-            raise ValueError(f"{key!r} is not a LoRA weight (expected keys ending in lora_A/lora_B .weight)")
-        out[k] = value
+        _, module, which = split_key(key, part)
+        out[f"{module}.lora_{which}.weight"] = value
     return out

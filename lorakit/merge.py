@@ -30,6 +30,8 @@ from peft import LoraConfig
 from peft.tuners.lora import LoraLayer, LoraModel
 from torch import nn
 
+from lorakit.seeds import seeded
+
 PEFT_TYPES = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune")
 METHODS = ("set_adapters", "weight", "factor") + tuple(f"peft_{c}" for c in PEFT_TYPES)
 _COMPONENTS = ("unet", "text_encoder")
@@ -130,8 +132,8 @@ def peft_delta(
     kwargs = {"density": density} if combination_type not in ("linear", "cat", "svd") else {}
     if combination_type == "svd":
         kwargs["svd_rank"] = svd_rank
-    torch.manual_seed(seed)
-    model.add_weighted_adapter(["a", "b"], list(weights), "mix", combination_type=combination_type, **kwargs)
+    with seeded(seed):
+        model.add_weighted_adapter(["a", "b"], list(weights), "mix", combination_type=combination_type, **kwargs)
     return {k: bank[keys[k]].get_delta_weight("mix").detach() for k in fa}
 
 

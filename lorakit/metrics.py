@@ -121,13 +121,6 @@ def object_area(images, threshold: int = 40) -> torch.Tensor:
     return ((x - bg).abs().amax(1) > threshold).float().mean((1, 2))
 
 
-def label_entropy(labels, n_values: int | None = None) -> float:
-    """Shannon entropy in bits of a list of class labels: 0 when all agree, log2(k) for k equally common."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=n_values or 0)
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0 turns -0.0 into 0.0
-
-
 def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1), 0.0))
 

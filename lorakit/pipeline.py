@@ -49,6 +49,7 @@ from lorakit.arguments import require_whole
 from lorakit.data import IMAGE_SIZE, as_uint8, to_model_range, to_uint8, unknown_words
 from lorakit.devices import device as pick_device
 from lorakit.paths import PIPELINE_DIR
+from lorakit.seeds import seeded
 from lorakit.tokenizer import MAX_LENGTH, build_tokenizer
 
 TEXT_DIM = 64  # width of the text embeddings the UNet cross-attends to (SD 1.5: 768)
@@ -146,9 +147,9 @@ def assemble_pipeline(
 
 def build_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     """An untrained tiny pipeline (random weights), e.g. for tests and the pre-training lesson."""
-    torch.manual_seed(seed)
-    tokenizer = build_tokenizer()
-    return assemble_pipeline(build_vae(), build_text_encoder(tokenizer), tokenizer, build_unet())
+    with seeded(seed):
+        tokenizer = build_tokenizer()
+        return assemble_pipeline(build_vae(), build_text_encoder(tokenizer), tokenizer, build_unet())
 
 
 class PipelineFolderError(ValueError):

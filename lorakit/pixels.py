@@ -34,6 +34,7 @@ from scipy import ndimage
 
 from lorakit.data import ATTRIBUTE_WORDS, ATTRIBUTES, COLOURS, as_uint8, make_dataset
 from lorakit.pipeline import load_pipeline, vae_round_trip
+from lorakit.seeds import PIXEL_CALIBRATION_SEED
 
 OBJECT_DISTANCE = 50  # a pixel belongs to the object when a channel differs from the background by more
 CORE_DISTANCE = 100  # pixels this far from the background give the object's colour (edges are mixed)
@@ -167,7 +168,7 @@ def _accuracy(measures: list[PixelMeasures], truth: list, cal: Calibration) -> d
 
 
 @lru_cache(maxsize=1)
-def calibration(n: int = 1600, seed: int = 90_210) -> Calibration:
+def calibration(n: int = 1600, seed: int = PIXEL_CALIBRATION_SEED) -> Calibration:
     """Fit the rules on n rendered images and their VAE round trips; set the no-shape distance on n // 2
     others and test everything on n // 2 more (about 40 s)."""
     vae = load_pipeline().vae

@@ -50,7 +50,7 @@ def show_audit(audit: JudgeAudit, n: int) -> list[Figure]:
     unreadable = sum(len(v) for v in audit.unreadable.values())
     figures = []
     for (images, titles), total, what in ((audit.disagreement_images(n), len(audit.disagreements), "where the judges disagree"),
-                                          (audit.unreadable_images(n), unreadable, "no recognisable shape (the classifier's word)")):
+                                          (audit.unreadable_images(n), unreadable, "no recognisable shape (the judge's reading)")):
         if titles:
             figures.append(show_grid(images, titles, ncols=8, scale=1.2,
                                      suptitle=f"{what}: the first {len(titles)} of {total}"))

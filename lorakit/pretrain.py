@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from lorakit.arguments import require_whole
 from lorakit.data import ATTRIBUTE_WORDS, make_dataset, pretraining_prompts, to_model_range
 from lorakit.devices import device as pick_device
-from lorakit.diffusion import denoising_loss, encode_parts
+from lorakit.diffusion import Denoiser, denoising_loss, encode_parts
 from lorakit.evaluation import score_prompts
 from lorakit.paths import RUNS_DIR, atomic_folder, atomic_path, check_output_folder, json_text, repo_path, swap_in
 from lorakit.pipeline import (
@@ -40,6 +40,7 @@ from lorakit.pipeline import (
     build_vae,
     training_scheduler,
 )
+from lorakit.seeds import QUICK_ACCURACY_SEED, seeded
 from lorakit.tokenizer import build_tokenizer
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -112,8 +113,7 @@ class _Run:
 
     def __init__(self, cfg: PretrainConfig, dev: torch.device) -> None:
         self.cfg, self.dev = cfg, dev
-        torch.manual_seed(cfg.seed)
-        self.tokenizer = build_tokenizer()
+        self.tokenizer = build_tokenizer()  # the models' random init draws from torch's global RNG (seeded by pretrain)
         self.vae = build_vae().to(dev)
         self.text_encoder = build_text_encoder(self.tokenizer).to(dev)
         self.unet = build_unet().to(dev)
@@ -187,8 +187,8 @@ class _Run:
         cfg = self.cfg
         for group in self.opt.param_groups:
             group["lr"] = cfg.lr * _lr_factor(self.step, cfg.unet_steps, cfg.warmup_steps)
-        loss = denoising_loss(self.unet, self.text_encoder, self.enc, cfg.batch_size, self.gen, self.scheduler,
-                              self.vae.config.scaling_factor, cfg.caption_dropout, run_text_encoder=True)
+        denoiser = Denoiser(self.unet, self.text_encoder, self.scheduler, self.vae.config.scaling_factor)
+        loss = denoising_loss(denoiser, self.enc, cfg.batch_size, self.gen, cfg.caption_dropout, run_text_encoder=True)
         _check_finite(loss, "UNet", self.step)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -244,7 +244,7 @@ def save_pipeline_atomic(pipe: StableDiffusionPipeline, out: str | Path, overwri
     return out
 
 
-def quick_accuracy(pipe: StableDiffusionPipeline, n_per_prompt: int = 2, seed: int = 1234) -> dict[str, float]:
+def quick_accuracy(pipe: StableDiffusionPipeline, n_per_prompt: int = 2, seed: int = QUICK_ACCURACY_SEED) -> dict[str, float]:
     """Attribute accuracy on every pre-training prompt, a few images each (a progress signal)."""
     return score_prompts(pipe, pretraining_prompts(), n_per_prompt, seed).accuracy
 
@@ -291,6 +291,14 @@ def pretrain(
     else:
         check_output_folder(work_dir, _is_work_folder, "pre-training work folder", overwrite,
                             flag="--resume to continue it, or --overwrite (overwrite=True) to start afresh")
+    # torch's global RNG (the models' init, the VAE's posterior samples) is seeded for the run only
+    with seeded(cfg.seed):
+        return _run_stages(cfg, dev, work_dir, ckpt, out, resume, overwrite)
+
+
+def _run_stages(cfg: PretrainConfig, dev: torch.device, work_dir: Path, ckpt: Path, out: Path | None, resume: bool,
+                overwrite: bool) -> StableDiffusionPipeline:
+    """pretrain's work once its arguments are checked: (resume and) run both stages, save the pipeline."""
     run = _Run(cfg, dev)
     if resume:
         try:  # the kit's own checkpoint (it holds a generator state, so not weights_only)

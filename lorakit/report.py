@@ -62,20 +62,23 @@ def _base_quality(results: dict[str, dict]) -> str:
 def _judge_audit(results: dict[str, dict]) -> str:
     a = results["01_tiny_stable_diffusion"]["judge_audit"]
     unreadable = sum(a["unreadable"].values())
-    lines = [f"| attribute | agreement on readable images [95% CI] | on all {a['images']} images (no shape = disagreement) "
+    lines = [f"| attribute | agreement on readable images [95% CI] | on all {a['images']} images (no shape an answer: agreed where both read none) "
              "| pixel rules right on renders / on their VAE round trips |", "|---|---|---|---|"]
     for g in _ATTRIBUTES:
         (lo, hi), (lo_all, hi_all) = a["ci"][g], a["ci_all"][g]
         lines.append(f"| {g} | {a['agreement'][g]:.1%} [{lo:.1%}, {hi:.1%}] | {a['agreement_all'][g]:.1%} "
                      f"[{lo_all:.1%}, {hi_all:.1%}] | {a['pixel_rules_on_renders'][g]:.1%} / "
                      f"{a['pixel_rules_on_round_trips'][g]:.1%} |")
-    lines += ["", f"The bar: {a['bar']:.0%} per attribute. {unreadable} of {a['images']} images show no recognisable shape. "
+    lines += ["", f"The bar: {a['bar']:.0%} per attribute. {unreadable} of {a['images']} images show no recognisable shape "
+              f"to the pixel rules, {sum(a['no_object'].values())} no object to the judge. "
               "Situations: " + ", ".join(a["by_situation"]) + ". The same audit on the images of notebooks 04 and 07 "
               "(agreement on readable images / on all images):", "",
-              "| notebook | images | no shape | " + " | ".join(_ATTRIBUTES) + " |", "|---|---|---|" + "---|" * len(_ATTRIBUTES)]
+              "| notebook | images | no shape (pixel rules) | no object (judge) | " + " | ".join(_ATTRIBUTES) + " |",
+              "|---|---|---|---|" + "---|" * len(_ATTRIBUTES)]
     for notebook in ("01_tiny_stable_diffusion", "04_mode_collapse", "07_lora_as_a_control"):
         n = results[notebook]["judge_audit"]
-        lines.append(f"| {notebook[:2]} | {n['images']} | {sum(n['unreadable'].values())} | " + " | ".join(
+        lines.append(f"| {notebook[:2]} | {n['images']} | {sum(n['unreadable'].values())} | "
+                     f"{sum(n['no_object'].values())} | " + " | ".join(
             f"{n['agreement'][g]:.1%} / {n['agreement_all'][g]:.1%}" for g in _ATTRIBUTES) + " |")
     return "\n".join(lines)
 

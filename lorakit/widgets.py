@@ -18,8 +18,6 @@ from IPython.display import display
 from lorakit.adapters import load_adapter_weights
 from lorakit.collapse import CollapseProbe
 from lorakit.interpolation import DEFAULT_TS, BlendStudy
-from lorakit.metrics import attribute_accuracy, image_vendi, nearest_train_distance
-from lorakit.pipeline import generate
 from lorakit.plotting import show_grid
 
 
@@ -49,17 +47,9 @@ class CheckpointExplorer:
         if key not in self.cache:
             load_adapter_weights(self.pipe, self.checkpoints[step], self.adapter)
             self.pipe.set_adapters([self.adapter], adapter_weights=[float(scale)])
-            probe = self.probe
-            token = generate(self.pipe, probe.token_prompt, seed=probe.seed, n_per_prompt=self.n,
-                             num_inference_steps=probe.sample_steps)
-            edits = generate(self.pipe, probe.edit_prompts + [probe.class_prompt], seed=probe.seed + 100,
-                             num_inference_steps=probe.sample_steps)
-            metrics = {
-                "fidelity": attribute_accuracy(token, probe.identity, probe.classifier)["all"],
-                "diversity": image_vendi(token),
-                "nn_distance": float(nearest_train_distance(token, probe.instance.images).mean()),
-            }
-            self.cache[key] = (torch.cat([token, edits]), metrics)
+            token = self.probe.group_samples(self.pipe, "token", n_per_prompt=self.n)
+            edits = [self.probe.group_samples(self.pipe, g, n_per_prompt=1) for g in ("edit", "plain")]
+            self.cache[key] = (torch.cat([token, *edits]), self.probe.token_scores(token))
         return self.cache[key]
 
     def show(self, step: int, scale: float) -> None:

@@ -10,6 +10,7 @@ from lorakit.adapters import (
     save_adapter,
 )
 from lorakit.data import few_shot_instance
+from lorakit.diffusion import TrainConfig
 from lorakit.finetune import train
 from lorakit.pipeline import generate, load_pipeline
 
@@ -18,7 +19,7 @@ from lorakit.pipeline import generate, load_pipeline
 def trained():
     """A pipeline with a briefly trained conv LoRA whose alpha differs from its rank."""
     pipe = add_adapter(load_pipeline(device="cpu"), rank=4, alpha=2, conv=True, seed=0)
-    train(pipe, few_shot_instance(4), 6, lr=1e-2, batch_size=4, progress=False)
+    train(pipe, few_shot_instance(4), TrainConfig(steps=6, lr=1e-2, batch_size=4), progress=False)
     return pipe
 
 
@@ -70,7 +71,7 @@ def test_errors_name_the_problem(trained, tmp_path):
 def test_checkpoints_every_k_steps(tmp_path):
     pipe = add_adapter(load_pipeline(device="cpu"), rank=1, conv=False, text_encoder=False)
     saver = CheckpointSaver(pipe, tmp_path, 2)
-    train(pipe, few_shot_instance(2), 5, batch_size=2, progress=False, on_step=saver)
+    train(pipe, few_shot_instance(2), TrainConfig(steps=5, batch_size=2), progress=False, on_step=saver)
     found = list_checkpoints(tmp_path)
     assert list(found) == [2, 4] and found[4].name == "step_000004.safetensors"
     assert saver.paths == found

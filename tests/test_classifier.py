@@ -10,7 +10,7 @@ from lorakit.classifier import (
     predict_words,
     save_classifier,
 )
-from lorakit.data import ATTRIBUTE_WORDS, ATTRIBUTES, make_dataset
+from lorakit.data import ATTRIBUTE_WORDS, ATTRIBUTES, make_dataset, no_object_images
 
 ALL_WORDS = ATTRIBUTE_WORDS
 
@@ -21,6 +21,15 @@ def test_shipped_classifier_is_at_least_99_percent_accurate_per_attribute(classi
     for group in ATTRIBUTES:
         assert table[group] >= 0.99, (group, table[group])
     assert table["position_mae_px"] < 1.5
+    assert table["object"] >= 0.99  # renders are seen as one object
+
+
+def test_judge_reads_no_shape_where_there_is_no_object(classifier):
+    empty = no_object_images(40, seed=424_242)  # seeds never used in training
+    words = predict_words(classifier, empty)
+    assert sum(w["shape"] is None for w in words) >= 36, "the object network should reject at least 90% of them"
+    assert all(w["size"] is None for w in words if w["shape"] is None)
+    assert all(w["colour"] in ATTRIBUTES["colour"] for w in words)  # colour and style are still read
 
 
 def test_features_and_words(classifier):

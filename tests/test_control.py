@@ -11,8 +11,10 @@ from lorakit.control import (
     train_control,
 )
 from lorakit.data import make_dataset
-from lorakit.diffusion import encode_data
+from lorakit.diffusion import TrainConfig, encode_data
 from lorakit.pipeline import load_pipeline
+
+ONE_STEP = TrainConfig(steps=1)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,7 @@ def test_slider_trains_only_the_adapter_and_scale_zero_is_the_base_model(latents
     pipe = add_control_adapter(load_pipeline(device="cpu"), name="size")
     frozen = {n: p.detach().clone() for n, p in pipe.unet.named_parameters() if "lora_" not in n}
     losses, seconds = train_control(pipe, latents, slider_targets("large", "small", ["red"], ["circle"]), "slider",
-                                    steps=2, batch_size=4, name="size", progress=False)
+                                    TrainConfig(steps=2, batch_size=4), name="size", progress=False)
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses))) and seconds > 0
     after = dict(pipe.unet.named_parameters())
     assert all(torch.equal(after[n], v) for n, v in frozen.items())  # base weights untouched
@@ -54,7 +56,7 @@ def test_slider_trains_only_the_adapter_and_scale_zero_is_the_base_model(latents
 
 def test_keep_targets_ask_for_no_change(latents):
     pipe = add_control_adapter(load_pipeline(device="cpu"), targets=CROSS_ATTENTION_KV, name="erase")
-    losses, _ = train_control(pipe, latents, keep_targets(["a green circle"]), "erasure", steps=1, batch_size=4,
+    losses, _ = train_control(pipe, latents, keep_targets(["a green circle"]), "erasure", TrainConfig(steps=1, batch_size=4),
                               name="erase", progress=False)
     assert losses[0] < 1e-10  # a fresh adapter (B = 0) already predicts the frozen model's noise
 
@@ -62,10 +64,12 @@ def test_keep_targets_ask_for_no_change(latents):
 def test_bad_arguments_say_what_to_do(pipe, latents):
     targets = erasure_targets("red", ["small"], ["circle"])
     with pytest.raises(ValueError, match="'slider' or 'erasure'"):
-        train_control(pipe, latents, targets, "eraser", steps=1)
+        train_control(pipe, latents, targets, "eraser", ONE_STEP)
     with pytest.raises(ValueError, match="no adapter named 'control'.*add_control_adapter"):
-        train_control(pipe, latents, targets, "erasure", steps=1)
+        train_control(pipe, latents, targets, "erasure", ONE_STEP)
     with pytest.raises(ValueError, match="no targets"):
-        train_control(pipe, latents, [], "erasure", steps=1)
-    with pytest.raises(ValueError, match="at least 1"):
-        train_control(pipe, latents, targets, "erasure", steps=0)
+        train_control(pipe, latents, [], "erasure", ONE_STEP)
+    with pytest.raises(TypeError, match="TrainConfig"):
+        train_control(pipe, latents, targets, "erasure", {"steps": 1})
+    with pytest.raises(ValueError, match="augment and weight_decay"):
+        train_control(pipe, latents, targets, "erasure", TrainConfig(steps=1, weight_decay=0.1))

@@ -3,7 +3,8 @@ import torch
 
 from lorakit.collapse import METRICS, CollapseProbe
 from lorakit.data import few_shot_instance
-from lorakit.dreambooth import class_images, early_stopping_step, train_dreambooth
+from lorakit.diffusion import TrainConfig
+from lorakit.dreambooth import Checkpoints, class_images, early_stopping_step, train_dreambooth
 from lorakit.pipeline import load_pipeline
 from lorakit.widgets import CheckpointExplorer
 
@@ -16,8 +17,8 @@ def probe(classifier):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     pipe = load_pipeline(device="cpu")
-    result = train_dreambooth(pipe, few_shot_instance(5), steps=4, checkpoint_dir=tmp_path_factory.mktemp("ck"),
-                              checkpoint_every=2, seed=0)
+    result = train_dreambooth(pipe, few_shot_instance(5), TrainConfig(steps=4, batch_size=4, seed=0),
+                              checkpoints=Checkpoints(tmp_path_factory.mktemp("ck"), every=2))
     return pipe, result
 
 
@@ -75,9 +76,9 @@ def test_a_checkpoint_folder_that_would_be_cleared_is_refused_before_training(tm
     (tmp_path / "step_000000.safetensors").write_bytes(b"an earlier run")
     pipe = load_pipeline(device="cpu")
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        train_dreambooth(pipe, few_shot_instance(2), steps=2, checkpoint_dir=tmp_path)
+        train_dreambooth(pipe, few_shot_instance(2), TrainConfig(steps=2, batch_size=2), checkpoints=Checkpoints(tmp_path))
     assert not getattr(pipe.unet, "peft_config", None)  # no adapter was added
     assert (tmp_path / "step_000000.safetensors").read_bytes() == b"an earlier run"
-    with pytest.raises(ValueError, match="steps and batch_size"):
-        train_dreambooth(pipe, few_shot_instance(2), steps=0)
+    with pytest.raises(TypeError, match="Prior"):
+        train_dreambooth(pipe, few_shot_instance(2), prior=few_shot_instance(2))
     assert not getattr(pipe.unet, "peft_config", None)

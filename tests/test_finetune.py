@@ -5,11 +5,13 @@ from torch import nn
 from lorakit.adapters import add_adapter
 from lorakit.data import few_shot_instance, make_dataset
 from lorakit.extract import effective_rank, extract_lora, weight_deltas
-from lorakit.diffusion import encode_data
-from lorakit.finetune import finetune, train
+from lorakit.diffusion import TrainConfig, encode_data
+from lorakit.finetune import Evaluation, Prior, finetune, train
 from lorakit.lora import add_lora, load_lora_state_dict
 from lorakit.memory import measure_peak_memory, training_bytes
 from lorakit.pipeline import load_pipeline
+
+ONE_STEP = TrainConfig(steps=1)
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +27,8 @@ def _frozen_weights(pipe) -> dict[str, torch.Tensor]:
 def test_lora_history_is_consistent_and_base_weights_stay_bitwise(encoded):
     pipe = load_pipeline(device="cpu")
     before = _frozen_weights(pipe)
-    pipe, h = finetune(pipe, encoded, method="lora", rank=2, steps=4, eval_every=2,
-                       concept_prompts=["a large orange circle"], base_prompts=["a small red square"], n_eval=1,
-                       progress=False)
+    along = Evaluation(2, ["a large orange circle"], ["a small red square"], n=1)
+    pipe, h = finetune(pipe, encoded, TrainConfig(steps=4), method="lora", rank=2, evaluation=along, progress=False)
     assert len(h.loss) == 4 and all(l == l for l in h.loss)
     assert h.eval_steps == [0, 2, 4]
     assert len(h.concept_accuracy) == len(h.base_accuracy) == 3
@@ -42,7 +43,7 @@ def test_lora_history_is_consistent_and_base_weights_stay_bitwise(encoded):
 def test_full_finetuning_changes_every_unet_weight(encoded):
     pipe = load_pipeline(device="cpu")
     before = _frozen_weights(pipe)
-    pipe, h = finetune(pipe, encoded, method="full", steps=2, lr=1e-3, text_encoder=False, progress=False)
+    pipe, h = finetune(pipe, encoded, TrainConfig(steps=2, lr=1e-3), method="full", text_encoder=False, progress=False)
     after = pipe.unet.state_dict()
     unchanged = [k for k, v in before.items() if torch.equal(v, after[k])]
     assert not unchanged, f"untouched by full fine-tuning: {unchanged[:3]}"
@@ -137,21 +138,21 @@ def test_prior_preservation_adds_weighted_prior_loss():
     first = []
     for weight in (0.0, 1.0, 2.0):
         pipe = add_adapter(load_pipeline(device="cpu"), rank=1, text_encoder=False)
-        first.append(train(pipe, instance, 1, batch_size=2, prior=prior, prior_weight=weight, progress=False)[0])
+        first.append(train(pipe, instance, TrainConfig(steps=1, batch_size=2), prior=Prior(prior, weight), progress=False)[0])
     prior_loss = first[1] - first[0]
     assert prior_loss > 0 and first[2] - first[1] == pytest.approx(prior_loss, rel=1e-4)
-    with pytest.raises(ValueError, match="prior_weight"):
-        train(pipe, instance, 1, prior=prior, prior_weight=-1.0, progress=False)
+    with pytest.raises(ValueError, match="prior's weight"):
+        Prior(prior, -1.0)
 
 
 def test_augment_trains_on_the_views_and_needs_images(encoded):
     pipe = add_adapter(load_pipeline(device="cpu"), rank=1, text_encoder=False)
-    plain = train(pipe, few_shot_instance(2), 2, batch_size=2, seed=0, progress=False)
+    plain = train(pipe, few_shot_instance(2), TrainConfig(steps=2, batch_size=2), progress=False)
     pipe = add_adapter(load_pipeline(device="cpu"), rank=1, text_encoder=False)
-    views = train(pipe, few_shot_instance(2), 2, batch_size=2, seed=0, augment=True, progress=False)
+    views = train(pipe, few_shot_instance(2), TrainConfig(steps=2, batch_size=2, augment=True), progress=False)
     assert plain != views  # different images in the batches
     with pytest.raises(ValueError, match="needs images"):
-        train(pipe, encoded, 1, augment=True, progress=False)
+        train(pipe, encoded, TrainConfig(steps=1, augment=True), progress=False)
 
 
 # -- arguments are checked before the pipeline changes ------------------------------------------
@@ -161,24 +162,36 @@ def _module_names(pipe) -> list[str]:
     return [n for part in (pipe.unet, pipe.text_encoder) for n, _ in part.named_modules()]
 
 
-@pytest.mark.parametrize("bad", [{"steps": 0}, {"steps": -1}, {"alpha": 0}, {"alpha": -4.0}, {"alpha": float("nan")},
-                                 {"rank": 0}, {"lr": float("nan")}, {"lr": 0.0}, {"concept_prompts": "a red circle"}])
+@pytest.mark.parametrize("bad", [{"steps": 0}, {"steps": -1}, {"lr": float("nan")}, {"lr": 0.0}, {"batch_size": 0},
+                                 {"seed": -1}, {"weight_decay": -0.1}, {"caption_dropout": 1.0}])
+def test_train_config_refuses_impossible_settings_when_made(bad):
+    with pytest.raises(ValueError, match="must be|share of samples"):
+        TrainConfig(**bad)
+
+
+def test_evaluation_wants_a_list_of_prompts():
+    with pytest.raises(TypeError, match="list of prompts"):
+        Evaluation(2, concept_prompts="a red circle")
+
+
+@pytest.mark.parametrize("bad", [{"alpha": 0}, {"alpha": -4.0}, {"alpha": float("nan")}, {"rank": 0},
+                                 {"config": {"steps": 1}}, {"evaluation": 5}])
 def test_finetune_refuses_bad_arguments_before_adding_any_layer(encoded, bad):
     pipe = load_pipeline(device="cpu")
     names = _module_names(pipe)
-    with pytest.raises((ValueError, TypeError), match="must be|list of prompts"):
+    with pytest.raises((ValueError, TypeError), match="must be"):
         finetune(pipe, encoded, progress=False, **bad)
     assert _module_names(pipe) == names  # unchanged: a retry with good arguments works
-    finetune(pipe, encoded, rank=1, steps=1, progress=False)
+    finetune(pipe, encoded, ONE_STEP, rank=1, progress=False)
 
 
 def test_finetune_twice_on_one_pipeline_says_so(encoded):
-    pipe, _ = finetune(load_pipeline(device="cpu"), encoded, rank=1, steps=1, progress=False)
+    pipe, _ = finetune(load_pipeline(device="cpu"), encoded, ONE_STEP, rank=1, progress=False)
     with pytest.raises(ValueError, match="already has LoRA layers.*fresh pipeline"):
-        finetune(pipe, encoded, rank=1, steps=1, progress=False)
+        finetune(pipe, encoded, ONE_STEP, rank=1, progress=False)
     peft_pipe = add_adapter(load_pipeline(device="cpu"), rank=1)
     with pytest.raises(ValueError, match="already has LoRA layers"):
-        finetune(peft_pipe, encoded, rank=1, steps=1, progress=False)
+        finetune(peft_pipe, encoded, ONE_STEP, rank=1, progress=False)
 
 
 def test_train_refuses_merged_adapters_and_impossible_batches(encoded):
@@ -189,15 +202,15 @@ def test_train_refuses_merged_adapters_and_impossible_batches(encoded):
     add_lora(pipe.unet, LORA_TARGETS, rank=1, alpha=1)
     merge_lora(pipe.unet)  # a merged adapter gets no gradient: training would silently do nothing
     with pytest.raises(ValueError, match="merged.*unmerge"):
+        train(pipe, encoded, ONE_STEP, progress=False)
+    with pytest.raises(TypeError, match="TrainConfig"):
         train(pipe, encoded, 1, progress=False)
-    with pytest.raises(ValueError, match="batch_size must be"):
-        train(pipe, encoded, 1, batch_size=0, progress=False)
     peft_pipe = add_adapter(load_pipeline(device="cpu"), rank=1, text_encoder=False)
     peft_pipe.fuse_lora()
     with pytest.raises(ValueError, match="merged"):
-        train(peft_pipe, encoded, 1, progress=False)
+        train(peft_pipe, encoded, ONE_STEP, progress=False)
 
 
 def test_data_of_the_wrong_type_is_named():
     with pytest.raises(TypeError, match="ShapesDataset"):
-        finetune(load_pipeline(device="cpu"), [1, 2], steps=1, progress=False)
+        finetune(load_pipeline(device="cpu"), [1, 2], ONE_STEP, progress=False)

@@ -8,6 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from lorakit.concepts import adapter_path
 from lorakit.data import make_dataset
+from lorakit.diffusion import TrainConfig
 from lorakit.finetune import train
 from lorakit.formats import LoraFileError, from_kohya, inspect_lora, load_lora, peft_layout, save_lora, to_kohya
 from lorakit.lora import add_lora, peft_metadata, to_peft_state_dict
@@ -57,7 +58,7 @@ def test_from_scratch_lora_through_peft_kohya_and_back_gives_identical_images(tm
     pipe = load_pipeline(device="cpu")
     torch.manual_seed(0)
     add_lora(pipe.unet, LORA_TARGETS, rank=2, alpha=6)  # alpha != rank: the trap
-    train(pipe, make_dataset(16, seed=0, include=["orange"]), 3, lr=1e-2, batch_size=8, progress=False)
+    train(pipe, make_dataset(16, seed=0, include=["orange"]), TrainConfig(steps=3, lr=1e-2, batch_size=8), progress=False)
     expected = _images(pipe)
     state = {f"unet.{k}": v for k, v in to_peft_state_dict(pipe.unet).items()}
     assert peft_metadata(pipe.unet)["lora_alpha"] == 6

@@ -299,7 +299,7 @@ def test_scratch_and_peft_train_identically_on_the_unet():
     from peft.utils import set_peft_model_state_dict
 
     from lorakit.data import make_dataset
-    from lorakit.diffusion import encode_data
+    from lorakit.diffusion import TrainConfig, encode_data
     from lorakit.finetune import train
     from lorakit.pipeline import LORA_TARGETS, load_pipeline
 
@@ -312,29 +312,31 @@ def test_scratch_and_peft_train_identically_on_the_unet():
     assert trainable and all("lora_" in n for n in trainable)
     assert not any(p.requires_grad for p in peft_pipe.text_encoder.parameters()), "load_pipeline freezes"
     data = encode_data(scratch, make_dataset(64, seed=3, include=["orange"]))
-    a = train(scratch, data, steps=3, lr=1e-3, progress=False)
-    b = train(peft_pipe, data, steps=3, lr=1e-3, progress=False)
+    a = train(scratch, data, TrainConfig(steps=3, lr=1e-3), progress=False)
+    b = train(peft_pipe, data, TrainConfig(steps=3, lr=1e-3), progress=False)
     assert a == pytest.approx(b, rel=1e-5)
 
 
 def test_train_refuses_a_pipeline_with_nothing_to_train():
     from lorakit.data import make_dataset
+    from lorakit.diffusion import TrainConfig
     from lorakit.finetune import train
     from lorakit.pipeline import load_pipeline
 
     with pytest.raises(ValueError, match="nothing to train"):
-        train(load_pipeline(device="cpu"), make_dataset(4, seed=0), steps=1)
+        train(load_pipeline(device="cpu"), make_dataset(4, seed=0), TrainConfig(steps=1))
 
 
 def test_text_encoder_lora_trains_only_its_adapter():
     from lorakit.data import make_dataset
+    from lorakit.diffusion import TrainConfig
     from lorakit.finetune import train
     from lorakit.pipeline import load_pipeline
 
     pipe = load_pipeline(device="cpu")
     add_lora(pipe.text_encoder, ["q_proj", "v_proj"], rank=2, alpha=2)
     frozen = {k: v.clone() for k, v in pipe.text_encoder.state_dict().items() if "lora_" not in k}
-    losses = train(pipe, make_dataset(16, seed=0, include=["orange"]), steps=2, batch_size=4, lr=1e-2, progress=False)
+    losses = train(pipe, make_dataset(16, seed=0, include=["orange"]), TrainConfig(steps=2, batch_size=4, lr=1e-2), progress=False)
     assert len(losses) == 2
     after = pipe.text_encoder.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in frozen.items())

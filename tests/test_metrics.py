@@ -7,7 +7,6 @@ from lorakit.metrics import (
     attribute_accuracy,
     frechet_distance,
     image_vendi,
-    label_entropy,
     mean_spread,
     nearest_train_distance,
     object_area,
@@ -88,13 +87,10 @@ def test_image_vendi_known_answers():
         image_vendi(torch.stack([blank, a]))  # an empty image has no foreground to compare
 
 
-def test_position_spread_and_label_entropy_known_answers():
+def test_position_spread_known_answers():
     assert position_spread([[5.0, 5.0]] * 4) == 0.0
     assert position_spread([[0.0, 0.0], [2.0, 0.0]]) == pytest.approx(1.0)
     assert position_spread([[0.0, 0.0], [0.0, 6.0], [6.0, 0.0], [6.0, 6.0]]) == pytest.approx(18 ** 0.5)
-    assert label_entropy([3, 3, 3]) == 0.0
-    assert label_entropy([0, 1, 2, 3]) == pytest.approx(2.0)
-    assert label_entropy([0, 0, 1, 1]) == pytest.approx(1.0)
 
 
 def test_object_area_known_answers():
