@@ -29,6 +29,7 @@ from lorakit.data import (
     concat_datasets,
     make_dataset,
     no_object_images,
+    oversized_images,
 )
 from lorakit.devices import device as pick_device
 from lorakit.paths import CLASSIFIER_PATH, atomic_path, check_output_file
@@ -268,8 +269,9 @@ def train_object_judge(model: AttributeClassifier, vae: torch.nn.Module, n: int 
                        seed: int = 0) -> dict[str, float]:
     """Train the judge's object network (only it) to tell one object from none; returns its held-out error rates.
 
-    Positives: n renders of every attribute, half of them also through the VAE; negatives: as many
-    `no_object_images`, half through the VAE too, so that what separates the two is the object, not
+    Positives: n renders of every attribute plus n // 4 `oversized_images` (objects larger than any
+    render, as generated "large" objects sometimes are), half of them also through the VAE; negatives:
+    as many `no_object_images`, half through the VAE too, so that what separates the two is the object, not
     the VAE's blur. Batches of 64 + 64 with flips, blur and noise. Held out: 1,000 renders and 1,000
     negatives, each clean and through the VAE.
     """
@@ -280,8 +282,10 @@ def train_object_judge(model: AttributeClassifier, vae: torch.nn.Module, n: int 
     def with_round_trips(images: torch.Tensor, k: int) -> torch.Tensor:
         return torch.cat([images, vae_round_trip(images[:k], vae)])
 
-    pos = with_round_trips(make_dataset(n, seed=seed + 601, include=ATTRIBUTE_WORDS).images, n // 2)
-    neg = with_round_trips(no_object_images(n, seed=seed + 602), n // 2)
+    pos = torch.cat([make_dataset(n, seed=seed + 601, include=ATTRIBUTE_WORDS).images,
+                     oversized_images(n // 4, seed=seed + 605)])[torch.randperm(n + n // 4, generator=torch.Generator().manual_seed(seed))]
+    pos = with_round_trips(pos, len(pos) // 2)
+    neg = with_round_trips(no_object_images(n + n // 4, seed=seed + 602), (n + n // 4) // 2)
     net = model.object
     dev = next(net.parameters()).device
     with seeded(seed):  # a fresh start, whatever the network held

@@ -394,8 +394,8 @@ def pretraining_prompts(with_size: bool = True) -> list[str]:
 def no_object_images(n: int, seed: int = 0) -> torch.Tensor:
     """Images that show no single object, uint8 (n, 3, 32, 32): what the judge learns to answer "no object" on.
 
-    Four kinds in turn, each in a palette colour: stripes or a blotch over most of the frame, broken
-    up; three or more scattered fragments; a large rendered object cut into 8-pixel patches and
+    Four kinds in turn, each in a palette colour: stripes or a blotch over (nearly) the whole frame,
+    broken up; three or more scattered fragments; a large rendered object cut into 8-pixel patches and
     shuffled; and the bare background with faint blotches. Generated images fail in these ways when a
     model collapses or an eraser overshoots.
     """
@@ -416,15 +416,15 @@ def no_object_images(n: int, seed: int = 0) -> torch.Tensor:
             out.append(np.concatenate([np.concatenate([tiles[order[r * per_row + c]] for c in range(per_row)], 1)
                                        for r in range(per_row)], 0))
             continue
-        if kind == 0:  # stripes or a blotch over most of the frame, with holes
-            top, left = rng.integers(0, 7, 2)
-            bottom, right = size - rng.integers(0, 7, 2)
+        if kind == 0:  # stripes or a blotch over (nearly) the whole frame, with holes
+            top, left = rng.integers(0, 3, 2)
+            bottom, right = size - rng.integers(0, 3, 2)
             mask = np.zeros((size, size), np.float32)
             mask[top:bottom, left:right] = 1
             if rng.random() < 0.7:
                 mask *= ((np.arange(size) // (_STRIPE_PERIOD // 2)) % 2 == 0)[:, None]
             holes = ndimage.gaussian_filter(rng.normal(size=(size, size)), 3)
-            mask *= holes > np.quantile(holes, rng.uniform(0, 0.5))
+            mask *= holes > np.quantile(holes, rng.uniform(0.2, 0.5))
         elif kind == 1:  # at least three pieces, none an object on its own
             while True:
                 field = ndimage.gaussian_filter(rng.normal(size=(size, size)), rng.uniform(1.0, 2.5))
@@ -438,3 +438,24 @@ def no_object_images(n: int, seed: int = 0) -> torch.Tensor:
         out.append(bg * (1 - mask[..., None]) + colour * mask[..., None])
     images = np.clip(np.rint(np.stack(out)), 0, 255).astype(np.uint8)
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+
+def oversized_images(n: int, seed: int = 0) -> torch.Tensor:
+    """Objects drawn larger than make_dataset's largest (radius 12.5-16 pixels), uint8 (n, 3, 32, 32).
+
+    A model asked for "a large square" sometimes draws it this big; it is still one object, and the
+    judge's object network learns that from these.
+    """
+    require_whole("n", n)
+    rng = np.random.default_rng(seed)
+    names = list(COLOURS)
+    out = []
+    for _ in range(n):
+        radius = float(rng.uniform(12.5, 16.0))
+        lo, hi = min(radius + 1.0, IMAGE_SIZE / 2), max(IMAGE_SIZE - radius - 1.0, IMAGE_SIZE / 2)
+        x, y = (float(v) for v in rng.uniform(lo, hi, size=2))
+        colour = names[rng.integers(len(names))]
+        attrs = Attributes(colour, SHAPES[rng.integers(len(SHAPES))], "large", STYLES[rng.integers(len(STYLES))], x, y)
+        rgb = np.clip(np.asarray(COLOURS[colour]) + rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1, size=3), 0, 255)
+        out.append(render(attrs, radius=radius, rgb=rgb))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()

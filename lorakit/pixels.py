@@ -25,7 +25,10 @@ from __future__ import annotations
 import colorsys
 from collections import Counter
 from dataclasses import dataclass, field, replace
+import hashlib
+import json
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,6 +36,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from lorakit.data import ATTRIBUTE_WORDS, ATTRIBUTES, COLOURS, as_uint8, make_dataset
+from lorakit.paths import PIPELINE_DIR, RUNS_DIR, atomic_path, json_text
 from lorakit.pipeline import load_pipeline, vae_round_trip
 from lorakit.seeds import PIXEL_CALIBRATION_SEED
 
@@ -167,10 +171,48 @@ def _accuracy(measures: list[PixelMeasures], truth: list, cal: Calibration) -> d
     return {g: float(np.mean([w[g] == getattr(a, g) for w, a in zip(words, truth)])) for g in ATTRIBUTES}
 
 
+def _cache_file(n: int, seed: int) -> Path:
+    """Where a calibration is kept between processes: named by everything it depends on (the shipped
+    VAE's weights, the code of the rules and of the renders, n and seed), so a change makes a new one."""
+    h = hashlib.sha256(f"{n} {seed}".encode())
+    for part in (PIPELINE_DIR / "vae" / "diffusion_pytorch_model.safetensors", Path(__file__),
+                 Path(__file__).with_name("data.py")):
+        h.update(part.read_bytes())
+    return RUNS_DIR / "cache" / f"pixel-calibration-{h.hexdigest()[:16]}.npz"
+
+
+def _save(cal: Calibration, path: Path) -> None:
+    numbers = {k: getattr(cal, k) for k in ("stripe_threshold", "readable_distance", "size_threshold", "accuracy",
+                                            "accuracy_decoded", "rejected")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, silhouettes=cal.silhouettes, shapes=np.array(cal.shapes), numbers=json_text(numbers))
+
+
+def _load(path: Path) -> Calibration | None:
+    try:
+        with np.load(path) as z:
+            numbers = json.loads(str(z["numbers"]))
+            return Calibration(z["silhouettes"], tuple(str(s) for s in z["shapes"]), **numbers)
+    except Exception:  # a truncated or foreign file: calibrate again
+        return None
+
+
 @lru_cache(maxsize=1)
 def calibration(n: int = 1600, seed: int = PIXEL_CALIBRATION_SEED) -> Calibration:
     """Fit the rules on n rendered images and their VAE round trips; set the no-shape distance on n // 2
-    others and test everything on n // 2 more (about 40 s)."""
+    others and test everything on n // 2 more (about 40 s, then kept in runs/cache/ for later processes)."""
+    path = _cache_file(n, seed)
+    cal = _load(path) if path.is_file() else None
+    if cal is None:
+        cal = _calibrate(n, seed)
+        _save(cal, path)
+    return cal
+
+
+def _calibrate(n: int, seed: int) -> Calibration:
+    """The work of `calibration`, uncached."""
     vae = load_pipeline().vae
     fit, bound, held = (make_dataset(k, seed=seed + i, include=ATTRIBUTE_WORDS) for i, k in enumerate((n, n // 2, n // 2)))
 

@@ -60,3 +60,22 @@ def test_object_hues_match_the_single_image_measure():
     batch = object_hues(data.images)
     for img, hue in zip(data.images, batch.tolist()):
         assert abs(measure(img).hue - hue) < 0.5
+
+
+def test_calibration_is_kept_between_processes_and_a_broken_file_is_recomputed(tmp_path):
+    from dataclasses import fields
+
+    import numpy as np
+
+    from lorakit import pixels
+
+    cal = calibration()
+    path = tmp_path / "cal.npz"
+    pixels._save(cal, path)
+    back = pixels._load(path)
+    for f in fields(cal):
+        a, b = getattr(cal, f.name), getattr(back, f.name)
+        assert np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b, f.name
+    path.write_bytes(b"truncated")
+    assert pixels._load(path) is None  # calibration() then computes it again
+    assert pixels._cache_file(1600, 1) != pixels._cache_file(1600, 2)  # named by what it depends on
