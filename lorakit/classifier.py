@@ -192,6 +192,15 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), kernel, groups=3)
 
 
+def _blur_and_noise(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A batch (B, 3, H, W) blurred by a random sigma (skipped below 0.2 px) plus noise of a random strength per
+    image: robustness to the softness and small artefacts of generated images."""
+    sigma = float(torch.rand((), generator=gen)) * _MAX_BLUR
+    if sigma > 0.2:
+        x = _blur(x, sigma)
+    return x + torch.randn(x.shape, generator=gen) * 0.05 * torch.rand(len(x), 1, 1, 1, generator=gen)
+
+
 @torch.no_grad()
 def _judge_training_set(n_train: int, seed: int, round_trips: int, vae: torch.nn.Module | None) -> ShapesDataset:
     """Rendered images of every attribute, plus `round_trips` of them through the pipeline's VAE."""
@@ -244,11 +253,7 @@ def train_classifier(
     for _ in tqdm(range(steps), desc="train classifier"):
         idx = torch.randint(0, len(train), (batch_size,), generator=gen)
         x, colour = _colour_augment(_prepare(train.images[idx], torch.device("cpu")), labels["colour"][idx], gen)
-        sigma = float(torch.rand((), generator=gen)) * _MAX_BLUR
-        if sigma > 0.2:
-            x = _blur(x, sigma)
-        # noise makes it robust to the small artefacts of generated images
-        x = (x + torch.randn(x.shape, generator=gen) * 0.05 * torch.rand(batch_size, 1, 1, 1, generator=gen)).to(dev)
+        x = _blur_and_noise(x, gen).to(dev)
         out_ = model(x)
         targets = {g: (colour if g == "colour" else labels[g][idx]).to(dev) for g in ATTRIBUTES}
         loss = sum(F.cross_entropy(out_[g], targets[g]) for g in ATTRIBUTES)
@@ -302,10 +307,7 @@ def train_object_judge(model: AttributeClassifier, vae: torch.nn.Module, n: int 
         x = _prepare(torch.cat([pos[ip], neg[ineg]]), cpu)  # (128, 3, 32, 32)
         if torch.rand((), generator=gen) < 0.5:
             x = x.flip(-1)
-        sigma = float(torch.rand((), generator=gen)) * _MAX_BLUR
-        if sigma > 0.2:
-            x = _blur(x, sigma)
-        x = x + torch.randn(x.shape, generator=gen) * 0.05 * torch.rand(128, 1, 1, 1, generator=gen)
+        x = _blur_and_noise(x, gen)
         loss = F.binary_cross_entropy_with_logits(net(x.to(dev))[:, 0], target)
         opt.zero_grad(set_to_none=True)
         loss.backward()

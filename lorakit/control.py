@@ -29,7 +29,7 @@ from peft.tuners.lora import LoraLayer
 from tqdm.auto import tqdm
 
 from lorakit.adapters import add_adapter
-from lorakit.diffusion import EncodedData, TrainConfig, noised_batch, optimizer_step
+from lorakit.diffusion import EncodedData, TrainConfig, noised_batch, optimizer_step, require_config
 from lorakit.pipeline import LORA_TARGETS, training_scheduler
 
 # ESD-x: only the cross-attention keys and values, the layers that read the prompt
@@ -104,14 +104,12 @@ def train_control(
         raise ValueError(f"kind must be 'slider' or 'erasure', got {kind!r}")
     if not targets:
         raise ValueError("no targets to train on: build them with slider_targets or erasure_targets")
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig (e.g. TrainConfig(steps=300, lr=1e-3, batch_size=16)), "
-                        f"got {type(config).__name__}")
+    config = require_config(config, default_lr=CONTROL_CONFIG.lr)
     if config.augment or config.weight_decay:
         raise ValueError("train_control uses the config's steps, lr, batch_size and seed only; "
                          "leave augment and weight_decay at their defaults")
     steps, batch_size = config.steps, config.batch_size
-    lr = config.lr if config.lr is not None else CONTROL_CONFIG.lr
+    lr = config.lr
     unet = pipe.unet
     adapters = sorted(getattr(unet, "peft_config", None) or {})
     if name not in adapters:

@@ -409,7 +409,8 @@ def no_object_images(n: int, seed: int = 0) -> torch.Tensor:
     out = []
     for i in range(n):
         kind = i % 4
-        colour = np.asarray(COLOURS[names[rng.integers(len(names))]], np.float32) + rng.integers(-12, 13, 3)
+        colour = np.asarray(COLOURS[names[rng.integers(len(names))]], np.float32) + rng.integers(
+            -_COLOUR_JITTER, _COLOUR_JITTER + 1, 3)
         if kind == 2:  # a large object cut into patches and shuffled
             tiles = [large[i, y : y + patch, x : x + patch] for y in range(0, size, patch) for x in range(0, size, patch)]
             order, per_row = rng.permutation(len(tiles)), size // patch

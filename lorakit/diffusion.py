@@ -10,7 +10,7 @@ module holds those pieces and nothing else.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +99,13 @@ class TrainConfig:
             raise ValueError(f"caption_dropout is a share of samples in [0, 1), got {self.caption_dropout!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+
+
+def require_config(config: object, default_lr: float) -> TrainConfig:
+    """`config` checked to be a TrainConfig, with lr set to `default_lr` where it is None."""
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (e.g. TrainConfig(steps=100, lr=1e-3)), got {type(config).__name__}")
+    return config if config.lr is not None else replace(config, lr=default_lr)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ prompt); `early_stopping_step` picks a checkpoint from a validation signal.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from diffusers import StableDiffusionPipeline
@@ -18,7 +18,7 @@ from lorakit.adapters import CheckpointSaver, add_adapter, load_adapter_weights
 from lorakit.classifier import AttributeClassifier, classify, predict_words
 from lorakit.collapse import CollapseProbe
 from lorakit.data import IMAGE_SIZE, Attributes, ShapesDataset
-from lorakit.diffusion import TrainConfig
+from lorakit.diffusion import TrainConfig, require_config
 from lorakit.finetune import Prior, train
 from lorakit.pipeline import generate
 from lorakit.seeds import CLASS_IMAGES_SEED, VALIDATION_OFFSET, seeded
@@ -63,10 +63,7 @@ def train_dreambooth(
     adds prior preservation. With `checkpoints`, the adapter is saved along the way (see
     `lorakit.adapters.CheckpointSaver`). Every argument is checked before the pipeline changes.
     """
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig (e.g. TrainConfig(steps=150, lr=3e-3, batch_size=4)), "
-                        f"got {type(config).__name__}")
-    config = replace(config, lr=config.lr if config.lr is not None else DREAMBOOTH_CONFIG.lr)
+    config = require_config(config, default_lr=DREAMBOOTH_CONFIG.lr)
     if prior is not None and not isinstance(prior, Prior):
         raise TypeError(f"prior must be a Prior (e.g. Prior(class_images(...))), got {type(prior).__name__}")
     saver = None

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -22,7 +22,15 @@ from tqdm.auto import tqdm
 
 from lorakit.arguments import require_whole
 from lorakit.data import ShapesDataset, augmented
-from lorakit.diffusion import Denoiser, EncodedData, TrainConfig, denoising_loss, encode_data, optimizer_step
+from lorakit.diffusion import (
+    Denoiser,
+    EncodedData,
+    TrainConfig,
+    denoising_loss,
+    encode_data,
+    optimizer_step,
+    require_config,
+)
 from lorakit.evaluation import score_prompts
 from lorakit.lora import add_lora, lora_layers, merged_lora_names, peft_lora_names, remove_lora
 from lorakit.memory import TrainingBytes, measure_peak_memory, training_bytes
@@ -52,11 +60,6 @@ def _check_data(data: object, name: str) -> None:
                         f"(lorakit.diffusion.encode_data), got {type(data).__name__}")
 
 
-def _check_config(config: object) -> None:
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig (e.g. TrainConfig(steps=100, lr=1e-3)), got {type(config).__name__}")
-
-
 def train(
     pipe: StableDiffusionPipeline,
     data: ShapesDataset | EncodedData,
@@ -79,7 +82,7 @@ def train(
     state across calls. DreamBooth's two regularisers: `prior` (prior preservation) and
     `config.augment` (every flipped and shifted view of the images).
     """
-    _check_config(config)
+    config = require_config(config, default_lr=1e-3)
     _check_data(data, "data")
     if prior is not None and not isinstance(prior, Prior):
         raise TypeError(f"prior must be a Prior (e.g. Prior(class_images, weight=1.0)), got {type(prior).__name__}")
@@ -96,11 +99,10 @@ def train(
         if isinstance(data, EncodedData):
             raise ValueError("augment=True needs images (a ShapesDataset), not already encoded data")
         data = augmented(data)
-    lr = config.lr if config.lr is not None else 1e-3
     enc = data if isinstance(data, EncodedData) else encode_data(pipe, data)
     prior_enc = None if prior is None else prior.data if isinstance(prior.data, EncodedData) else encode_data(pipe, prior.data)
     denoiser = Denoiser.of(pipe)
-    opt = optimizer if optimizer is not None else torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+    opt = optimizer if optimizer is not None else torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
     pipe.unet.train()
     pipe.text_encoder.train(bool(text_params))
@@ -110,7 +112,7 @@ def train(
         if prior_enc is not None:
             loss = loss + prior.weight * denoising_loss(denoiser, prior_enc, config.batch_size, gen,
                                                         config.caption_dropout, bool(text_params))
-        losses.append(optimizer_step(opt, loss, step, lr))
+        losses.append(optimizer_step(opt, loss, step, config.lr))
         if on_step is not None:
             on_step(step + 1, losses[-1])
     pipe.unet.eval()
@@ -182,8 +184,7 @@ def finetune(
     """
     if method not in ("lora", "full"):
         raise ValueError(f"method must be 'lora' or 'full', got {method!r}")
-    config = config if config is not None else TrainConfig()
-    _check_config(config)
+    config = require_config(config if config is not None else TrainConfig(), default_lr=METHOD_LR[method])
     if method == "lora":
         require_whole("rank", rank)
     if alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
@@ -209,7 +210,6 @@ def finetune(
     else:
         pipe.unet.requires_grad_(True)
         pipe.text_encoder.requires_grad_(text_encoder)
-    config = replace(config, lr=config.lr if config.lr is not None else METHOD_LR[method])
     history = History(method)
     params = [p for part in (pipe.unet, pipe.text_encoder) for p in part.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr)
