@@ -41,8 +41,9 @@ def pytest_configure(config: pytest.Config) -> None:
     socket.getaddrinfo = _guarded_getaddrinfo  # type: ignore[assignment]
 
 
-# Tests that load the shipped pipeline, train, or start a process or a browser: `make unit` leaves them out.
-SLOW_FIXTURES = {"pipe", "lab", "situations"}
+# Tests that load the shipped pipeline, fit the pixel rules (3,200 VAE round trips, ~30 s the first time), train,
+# or start a process or a browser: `make unit` leaves them out. Single slow tests carry @pytest.mark.slow.
+SLOW_FIXTURES = {"pipe", "lab", "situations", "calibrated"}
 SLOW_TESTS = {
     "test_pretrain_cli_end_to_end_and_resume", "test_pretrain_without_checkpoint_refuses_to_resume",
     "test_peak_training_memory_runs_in_a_fresh_process", "test_resuming_from_an_unreadable_checkpoint_says_how_to_start_afresh",
@@ -61,6 +62,13 @@ def classifier():
     from lorakit.classifier import load_classifier
 
     return load_classifier(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def calibrated():
+    from lorakit.pixels import calibration
+
+    return calibration()
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,7 @@ def test_only_lora_factors_train_and_they_reach_convs_and_text_encoder():
         add_adapter(load_pipeline(device="cpu"), rank=0)
 
 
+@pytest.mark.slow
 def test_saved_file_reloads_with_stock_diffusers_identically_alpha_included(trained, tmp_path):
     path = save_adapter(trained, tmp_path / "sks.safetensors")
     assert [p.name for p in tmp_path.iterdir()] == ["sks.safetensors"]  # no temp files left behind

@@ -38,6 +38,7 @@ def test_train_dreambooth_checkpoints_from_step_zero(run):
     assert list(result.checkpoints) == [0, 2, 4] and len(result.losses) == 4 and result.seconds > 0
 
 
+@pytest.mark.slow
 def test_early_stopping_prefers_the_most_diverse_faithful_checkpoint(run, probe):
     pipe, result = run
     step, scores = early_stopping_step(pipe, result.checkpoints, probe, min_fidelity=0.0)
@@ -58,6 +59,7 @@ def test_class_images_are_the_base_models_class_samples(pipe, classifier):
 
 
 
+@pytest.mark.slow
 def test_checkpoint_explorer_redraws_for_slider_values(run, probe):
     pipe, result = run
     explorer = CheckpointExplorer(pipe, result.checkpoints, probe, n=2)

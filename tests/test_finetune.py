@@ -24,6 +24,7 @@ def _frozen_weights(pipe) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in pipe.unet.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_lora_history_is_consistent_and_base_weights_stay_bitwise(encoded):
     pipe = load_pipeline(device="cpu")
     before = _frozen_weights(pipe)
@@ -132,6 +133,7 @@ def test_peak_training_memory_runs_in_a_fresh_process():
         peak_training_memory("dora", rank=1, steps=1)
 
 
+@pytest.mark.slow
 def test_prior_preservation_adds_weighted_prior_loss():
     """Before the first update the step loss is instance + weight x prior, with the same draws for any weight."""
     instance, prior = few_shot_instance(3), make_dataset(8, seed=4, include=["triangle"])
@@ -145,6 +147,7 @@ def test_prior_preservation_adds_weighted_prior_loss():
         Prior(prior, -1.0)
 
 
+@pytest.mark.slow
 def test_augment_trains_on_the_views_and_needs_images(encoded):
     pipe = add_adapter(load_pipeline(device="cpu"), rank=1, text_encoder=False)
     plain = train(pipe, few_shot_instance(2), TrainConfig(steps=2, batch_size=2), progress=False)

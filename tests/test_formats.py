@@ -40,6 +40,7 @@ def test_kohya_round_trip_is_exact_and_keeps_alpha(shipped):
     assert again.keys() == kohya.keys() and all(torch.equal(again[k], kohya[k]) for k in kohya)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["kohya", "diffusers"])
 def test_saved_files_reload_identically_in_stock_diffusers_and_through_load_lora(shipped, tmp_path, fmt):
     state, expected = shipped
@@ -54,6 +55,7 @@ def test_saved_files_reload_identically_in_stock_diffusers_and_through_load_lora
     assert set(info.scales.values()) == {2.0} and info.n_params == 37_248
 
 
+@pytest.mark.slow
 def test_from_scratch_lora_through_peft_kohya_and_back_gives_identical_images(tmp_path):
     pipe = load_pipeline(device="cpu")
     torch.manual_seed(0)
@@ -158,6 +160,7 @@ def test_a_pickle_is_refused_for_safety_not_called_corrupted(shipped, tmp_path, 
         load_lora(path)
 
 
+@pytest.mark.slow
 def test_a_diffusers_lora_folder_is_accepted(shipped, tmp_path):
     pipe = load_pipeline(device="cpu")
     pipe.load_lora_weights(adapter_path("orange"))
@@ -177,6 +180,7 @@ def load_pipeline_with(path):
     return pipe
 
 
+@pytest.mark.slow
 def test_a_peft_adapter_model_file_is_accepted_with_its_alpha(shipped, tmp_path):
     state, _ = shipped
     unet_part = {k: v for k, v in state.items() if k.startswith("unet.")}

@@ -250,6 +250,7 @@ def test_check_merge(capsys):
 # -- the from-scratch LoRA on the real pipeline, through diffusers and peft -----------------------
 
 
+@pytest.mark.slow
 def test_scratch_lora_loads_into_diffusers_with_alpha_and_back(tmp_path):
     from diffusers import StableDiffusionPipeline
 
@@ -295,6 +296,7 @@ def test_from_peft_state_dict_renames_and_rejects():
         from_peft_state_dict({"conv_in.weight": t})
 
 
+@pytest.mark.slow
 def test_scratch_and_peft_train_identically_on_the_unet():
     from peft.utils import set_peft_model_state_dict
 

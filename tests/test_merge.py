@@ -151,6 +151,7 @@ def test_scale_widget_draws_the_chosen_scale(study):
         ScaleExplorer(study, "purple")
 
 
+@pytest.mark.slow
 def test_blend_widget_calls_with_the_slider_values(study):
     widget = BlendExplorer(study, ["weight", "factor"], n=2)
     widget.t.value = 0.2
@@ -171,6 +172,7 @@ def _base_images() -> torch.Tensor:
     return _sample(load_pipeline(device="cpu"))
 
 
+@pytest.mark.slow
 def test_a_second_mixer_and_unload_see_the_untouched_base_model():
     pipe = load_pipeline(device="cpu")
     for concept in CONCEPTS:

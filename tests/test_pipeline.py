@@ -70,6 +70,7 @@ def test_unknown_words_warn_by_name(pipe):
         generate(pipe, "a sks star", num_inference_steps=2)  # held-out and rare words are in the vocabulary
 
 
+@pytest.mark.slow
 def test_lora_attaches_saves_and_loads_through_diffusers(tmp_path):
     pipe = load_pipeline(device="cpu")
     base = generate(pipe, PROMPTS[:2], seed=2, num_inference_steps=6)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lorakit.data import ATTRIBUTE_WORDS, ATTRIBUTES, BACKGROUND, Attributes, make_dataset, render
-from lorakit.pixels import calibration, measure, nearest_colour, object_hues, pixel_words
+from lorakit.pixels import measure, nearest_colour, object_hues, pixel_words
 
 ALL_WORDS = ATTRIBUTE_WORDS
 
@@ -13,9 +13,9 @@ def _image(**kw) -> torch.Tensor:
     return torch.from_numpy(render(Attributes(**{"colour": "red", "shape": "circle", "size": "large", **kw}))).permute(2, 0, 1)
 
 
-def test_pixel_rules_are_at_least_97_percent_right_on_rendered_images_and_their_vae_round_trips():
-    assert min(calibration().accuracy.values()) >= 0.97, calibration().accuracy
-    assert min(calibration().accuracy_decoded.values()) >= 0.97, calibration().accuracy_decoded
+def test_pixel_rules_are_at_least_97_percent_right_on_rendered_images_and_their_vae_round_trips(calibrated):
+    assert min(calibrated.accuracy.values()) >= 0.97, calibrated.accuracy
+    assert min(calibrated.accuracy_decoded.values()) >= 0.97, calibrated.accuracy_decoded
     data = make_dataset(300, seed=4_242, include=ALL_WORDS)  # not the calibration seeds
     words = pixel_words(data.images)
     for g in ATTRIBUTES:
@@ -42,13 +42,13 @@ def test_stripes_and_extent_measures():
 
 @pytest.mark.parametrize("shape", list(ATTRIBUTES["shape"]))
 @pytest.mark.parametrize("style", list(ATTRIBUTES["style"]))
-def test_silhouette_names_each_shape_and_ignores_stripes(shape, style):
+def test_silhouette_names_each_shape_and_ignores_stripes(shape, style, calibrated):
     image = _image(shape=shape, style=style)
     assert measure(image).silhouette.shape == (12 * 12 + 1,)
     assert pixel_words(image[None])[0]["shape"] == shape
 
 
-def test_blank_image_has_no_object_and_no_words():
+def test_blank_image_has_no_object_and_no_words(calibrated):
     blank = torch.tensor(BACKGROUND, dtype=torch.uint8)[:, None, None].expand(3, 32, 32).contiguous()
     assert measure(blank) is None
     assert pixel_words(blank[None]) == [{g: None for g in ATTRIBUTES}]
@@ -62,14 +62,14 @@ def test_object_hues_match_the_single_image_measure():
         assert abs(measure(img).hue - hue) < 0.5
 
 
-def test_calibration_is_kept_between_processes_and_a_broken_file_is_recomputed(tmp_path):
+def test_calibration_is_kept_between_processes_and_a_broken_file_is_recomputed(tmp_path, calibrated):
     from dataclasses import fields
 
     import numpy as np
 
     from lorakit import pixels
 
-    cal = calibration()
+    cal = calibrated
     path = tmp_path / "cal.npz"
     pixels._save(cal, path)
     back = pixels._load(path)

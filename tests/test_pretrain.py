@@ -26,6 +26,7 @@ def test_a_nan_in_the_report_is_written_as_null(tmp_path):
     assert report == {"final_unet_loss": None, "steps": 3, "nested": [None]}
 
 
+@pytest.mark.slow
 def test_overwriting_a_shipped_pipeline_keeps_the_old_one(tmp_path, monkeypatch):
     data = tmp_path / "data"
     monkeypatch.setattr(paths, "DATA_DIR", data)
