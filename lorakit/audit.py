@@ -38,6 +38,11 @@ BLEND_TS = (0.25, 0.5, 0.75)
 BLEND_PROMPT = "a large orange striped circle"
 
 
+def _images(n: int) -> str:
+    """'1 image', '4 images'."""
+    return f"{n} image" + ("" if n == 1 else "s")
+
+
 @dataclass(frozen=True)
 class Disagreement:
     """One attribute of one image on which the judge and the pixel rules differ."""
@@ -92,9 +97,9 @@ class JudgeAudit:
                          f"{verdict[self.passes()[g]]} the {AGREEMENT_BAR:.0%} bar; on all images {self.agreement_all[g]:.1%} "
                          f"({lo_all:.1%}-{hi_all:.1%}): {verdict[self.passes(readable_only=False)[g]]} it")
         both = sum(len(set(self.unreadable[s]) & set(self.no_object[s])) for s in self.counts)
-        lines.append(f"no shape (pixel rules): {sum(len(v) for v in self.unreadable.values())} images with no object or a "
-                     f"blob unlike any rendered shape; no object (judge): {sum(len(v) for v in self.no_object.values())} "
-                     f"images; both: {both}")
+        unreadable, no_object = (sum(len(v) for v in d.values()) for d in (self.unreadable, self.no_object))
+        lines.append(f"no shape (pixel rules): {_images(unreadable)} with no object or a blob unlike any rendered shape; "
+                     f"no object (judge): {_images(no_object)}; both: {both}")
         kinds = Counter((d.situation, d.attribute, f"{d.judge or 'no object'} / {d.pixels}") for d in self.disagreements)
         lines.append(f"{len(self.disagreements)} disagreements (image x attribute) in {sum(self.counts.values())} "
                      "images; by situation, attribute and words (classifier / pixel rules):")

@@ -30,6 +30,7 @@ from lorakit.data import (
     make_dataset,
     no_object_images,
     oversized_images,
+    warped_images,
 )
 from lorakit.devices import device as pick_device
 from lorakit.paths import CLASSIFIER_PATH, atomic_path, check_output_file
@@ -274,10 +275,11 @@ def train_object_judge(model: AttributeClassifier, vae: torch.nn.Module, n: int 
                        seed: int = 0) -> dict[str, float]:
     """Train the judge's object network (only it) to tell one object from none; returns its held-out error rates.
 
-    Positives: n renders of every attribute plus n // 4 `oversized_images` (objects larger than any
-    render, as generated "large" objects sometimes are), half of them also through the VAE; negatives:
-    as many `no_object_images`, half through the VAE too, so that what separates the two is the object, not
-    the VAE's blur. Batches of 64 + 64 with flips, blur and noise. Held out: 1,000 renders and 1,000
+    Positives: n renders of every attribute, n // 4 `oversized_images` (objects larger than any render,
+    as generated "large" objects sometimes are) and n // 2 `warped_images` (bent, some faded, as generated
+    objects come out), half of them also through the VAE; negatives: as many `no_object_images`, half
+    through the VAE too, so that what separates the two is the object, not the VAE's blur. Batches of
+    64 + 64 with flips, blur and noise. Held out: 1,000 renders, 1,000 warped objects and 1,000
     negatives, each clean and through the VAE.
     """
     require_whole("n", n)
@@ -288,9 +290,10 @@ def train_object_judge(model: AttributeClassifier, vae: torch.nn.Module, n: int 
         return torch.cat([images, vae_round_trip(images[:k], vae)])
 
     pos = torch.cat([make_dataset(n, seed=seed + 601, include=ATTRIBUTE_WORDS).images,
-                     oversized_images(n // 4, seed=seed + 605)])[torch.randperm(n + n // 4, generator=torch.Generator().manual_seed(seed))]
-    pos = with_round_trips(pos, len(pos) // 2)
-    neg = with_round_trips(no_object_images(n + n // 4, seed=seed + 602), (n + n // 4) // 2)
+                     oversized_images(n // 4, seed=seed + 605), warped_images(n // 2, seed=seed + 606)])
+    k = len(pos)
+    pos = with_round_trips(pos[torch.randperm(k, generator=torch.Generator().manual_seed(seed))], k // 2)
+    neg = with_round_trips(no_object_images(k, seed=seed + 602), k // 2)
     net = model.object
     dev = next(net.parameters()).device
     with seeded(seed):  # a fresh start, whatever the network held
@@ -315,9 +318,14 @@ def train_object_judge(model: AttributeClassifier, vae: torch.nn.Module, n: int 
         sched.step()
     net.eval()
     held_pos = with_round_trips(make_dataset(1_000, seed=seed + 603, include=ATTRIBUTE_WORDS).images, 1_000)
+    held_warped = with_round_trips(warped_images(1_000, seed=seed + 607), 1_000)
     held_neg = with_round_trips(no_object_images(1_000, seed=seed + 604), 1_000)
-    return {"renders_rejected": 1.0 - classify(model, held_pos)["object"].ge(OBJECT_THRESHOLD).float().mean().item(),
-            "no_object_accepted": classify(model, held_neg)["object"].ge(OBJECT_THRESHOLD).float().mean().item()}
+
+    def accepted(images: torch.Tensor) -> float:
+        return classify(model, images)["object"].ge(OBJECT_THRESHOLD).float().mean().item()
+
+    return {"renders_rejected": 1.0 - accepted(held_pos), "warped_rejected": 1.0 - accepted(held_warped),
+            "no_object_accepted": accepted(held_neg)}
 
 
 def save_classifier(model: AttributeClassifier, path: str | Path) -> None:

@@ -460,3 +460,28 @@ def oversized_images(n: int, seed: int = 0) -> torch.Tensor:
         rgb = np.clip(np.asarray(COLOURS[colour]) + rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1, size=3), 0, 255)
         out.append(render(attrs, radius=radius, rgb=rgb))
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+
+
+def warped_images(n: int, seed: int = 0) -> torch.Tensor:
+    """Objects bent by a smooth random displacement (1-3 pixels), half of them faded, uint8 (n, 3, 32, 32).
+
+    Generated objects often come out like this: sides pinched or bulging, corners rounded, and after an
+    eraser or a negative slider scale, paler than any render (up to halfway to the background). Each is
+    still one object, and the judge's object network learns that from these. Half are also drawn
+    larger than any render, as `oversized_images` are.
+    """
+    require_whole("n", n)
+    rng = np.random.default_rng(seed)
+    images = torch.cat([make_dataset(n - n // 2, seed=seed + 1, include=ATTRIBUTE_WORDS).images,
+                        oversized_images(n // 2, seed=seed + 2)]).permute(0, 2, 3, 1).numpy().astype(np.float32)  # (n, H, W, 3)
+    grid = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32)  # (2, H, W): rows, columns
+    bg = np.asarray(BACKGROUND, np.float32)
+    out = []
+    for i in rng.permutation(n):
+        field = ndimage.gaussian_filter(rng.normal(size=(2, IMAGE_SIZE, IMAGE_SIZE)), (0, 4, 4))  # (2, H, W)
+        field *= rng.uniform(1.0, 3.0) / np.abs(field).max()
+        img = np.stack([ndimage.map_coordinates(images[i, ..., c], grid + field, order=1, mode="nearest")
+                        for c in range(3)], -1)
+        fade = rng.uniform(0.0, 0.5) if rng.random() < 0.5 else 0.0
+        out.append(img * (1 - fade) + bg * fade)
+    return torch.from_numpy(np.clip(np.rint(np.stack(out)), 0, 255).astype(np.uint8)).permute(0, 3, 1, 2).contiguous()

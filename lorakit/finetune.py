@@ -179,7 +179,8 @@ def finetune(
 
     method="lora": rank-r adapters on the UNet's attention (and the text encoder's, if
     `text_encoder`); the base weights stay frozen. method="full": every UNet weight (and every text
-    encoder weight, if `text_encoder`) trains. `config` defaults to TrainConfig() (250 steps); its lr,
+    encoder weight but the token-embedding table, which LoRA cannot change either, if `text_encoder`)
+    trains, so a new word's embedding is treated the same by both. `config` defaults to TrainConfig() (250 steps); its lr,
     if None, to METHOD_LR[method]. With `evaluation`, the prompts are drawn and scored along the way.
     """
     if method not in ("lora", "full"):
@@ -210,6 +211,7 @@ def finetune(
     else:
         pipe.unet.requires_grad_(True)
         pipe.text_encoder.requires_grad_(text_encoder)
+        pipe.text_encoder.get_input_embeddings().requires_grad_(False)  # the token table: LoRA leaves it too
     history = History(method)
     params = [p for part in (pipe.unet, pipe.text_encoder) for p in part.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr)

@@ -39,6 +39,37 @@ def training_bytes(params: Iterable[torch.nn.Parameter], optimizer: torch.optim.
 
 
 @dataclass
+class SavedBytes:
+    """What autograd kept for the backward pass during a `saved_for_backward` block, filled in when it ends."""
+
+    bytes: int = 0
+    tensors: int = 0
+
+
+@contextmanager
+def saved_for_backward(*modules: torch.nn.Module) -> Iterator[SavedBytes]:
+    """Count the activations autograd keeps for backward while the block runs forward passes.
+
+    Each storage is counted once; storages of the given modules' parameters and buffers (weights kept
+    to pass gradients through a layer, already in memory) are left out, so what remains is what the
+    step adds.
+    """
+    own = {t.untyped_storage().data_ptr() for m in modules for t in (*m.parameters(), *m.buffers())}
+    storages: dict[int, int] = {}
+    result = SavedBytes()
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in own:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield result
+    result.bytes, result.tensors = sum(storages.values()), len(storages)
+
+
+@dataclass
 class PeakMemory:
     """Peak memory above the level at entry, filled in when the `measure_peak_memory` block ends."""
 

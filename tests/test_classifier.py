@@ -10,7 +10,7 @@ from lorakit.classifier import (
     predict_words,
     save_classifier,
 )
-from lorakit.data import ATTRIBUTE_WORDS, ATTRIBUTES, make_dataset, no_object_images
+from lorakit.data import ATTRIBUTE_WORDS, ATTRIBUTES, make_dataset, no_object_images, oversized_images, warped_images
 
 ALL_WORDS = ATTRIBUTE_WORDS
 
@@ -30,6 +30,12 @@ def test_judge_reads_no_shape_where_there_is_no_object(classifier):
     assert sum(w["shape"] is None for w in words) >= 36, "the object network should reject at least 90% of them"
     assert all(w["size"] is None for w in words if w["shape"] is None)
     assert all(w["colour"] in ATTRIBUTES["colour"] for w in words)  # colour and style are still read
+
+
+def test_judge_sees_one_object_in_oversized_bent_and_faded_objects(classifier):
+    objects = torch.cat([oversized_images(20, seed=434_343), warped_images(40, seed=434_343)])  # unseen seeds
+    words = predict_words(classifier, objects)
+    assert sum(w["shape"] is not None for w in words) >= 57, "the object network should accept at least 95% of them"
 
 
 def test_features_and_words(classifier):

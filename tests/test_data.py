@@ -14,9 +14,12 @@ from lorakit.data import (
     concat_datasets,
     few_shot_instance,
     make_dataset,
+    no_object_images,
+    oversized_images,
     parse_prompt,
     pretraining_prompts,
     unknown_words,
+    warped_images,
 )
 
 
@@ -25,6 +28,21 @@ def test_same_seed_gives_identical_bytes():
     assert a.images.numpy().tobytes() == b.images.numpy().tobytes()
     assert a.captions == b.captions and a.attributes == b.attributes
     assert not torch.equal(a.images, make_dataset(50, seed=4).images)
+
+
+@pytest.mark.parametrize("make", [no_object_images, oversized_images, warped_images])
+def test_judge_training_images_are_uint8_and_seeded(make):
+    a = make(8, seed=5)
+    assert a.shape == (8, 3, 32, 32) and a.dtype == torch.uint8
+    assert torch.equal(a, make(8, seed=5)) and not torch.equal(a, make(8, seed=6))
+
+
+def test_every_warped_image_draws_an_object_and_some_are_faded():
+    images = warped_images(24, seed=1).float()
+    away = (images - torch.tensor(BACKGROUND, dtype=torch.float32)[:, None, None]).abs().amax(1)  # (n, H, W)
+    strongest = away.amax((1, 2))  # the most any pixel differs from the background, per image
+    assert (strongest > 40).all()
+    assert (strongest < 150).any() and (strongest > 150).any()  # faded ones, and full colour ones
 
 
 def test_shapes_dtypes_and_range():

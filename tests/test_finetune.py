@@ -4,11 +4,9 @@ from torch import nn
 
 from lorakit.adapters import add_adapter
 from lorakit.data import few_shot_instance, make_dataset
-from lorakit.extract import effective_rank, extract_lora, weight_deltas
 from lorakit.diffusion import TrainConfig, encode_data
 from lorakit.finetune import Evaluation, Prior, finetune, train
-from lorakit.lora import add_lora, load_lora_state_dict
-from lorakit.memory import measure_peak_memory, training_bytes
+from lorakit.lora import add_lora
 from lorakit.pipeline import load_pipeline
 
 ONE_STEP = TrainConfig(steps=1)
@@ -52,77 +50,19 @@ def test_full_finetuning_changes_every_unet_weight(encoded):
     assert h.memory.optimizer_bytes >= 2 * h.memory.param_bytes  # AdamW's two moments
 
 
+def test_full_finetuning_of_the_text_encoder_leaves_the_token_table_as_lora_does(encoded):
+    pipe = load_pipeline(device="cpu")
+    table = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
+    layer = pipe.text_encoder.encoder.layers[0].mlp.fc1.weight.detach().clone()
+    pipe, _ = finetune(pipe, encoded, TrainConfig(steps=2, lr=1e-3), method="full", progress=False)
+    assert torch.equal(pipe.text_encoder.get_input_embeddings().weight, table)
+    assert not torch.equal(pipe.text_encoder.encoder.layers[0].mlp.fc1.weight, layer)
+
+
 def test_finetune_rejects_unknown_method(encoded):
     with pytest.raises(ValueError, match="'lora' or 'full'"):
         finetune(load_pipeline(device="cpu"), encoded, method="dora")
 
-
-class _Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.block = nn.ModuleDict({"to_q": nn.Linear(12, 10), "to_v": nn.Linear(12, 10)})
-
-    def forward(self, x):
-        return self.block["to_q"](x) + self.block["to_v"](x)
-
-
-def _tuned_pair(seed: int, update) -> tuple[_Net, _Net]:
-    """A network and a copy whose Linear weights moved by update(weight)."""
-    torch.manual_seed(seed)
-    base, tuned = _Net(), _Net()
-    tuned.load_state_dict(base.state_dict())
-    with torch.no_grad():
-        for m in tuned.block.values():
-            m.weight += update(m.weight)
-    return base, tuned
-
-
-def test_extract_at_full_rank_reproduces_delta_and_error_falls_with_rank():
-    base, tuned = _tuned_pair(0, lambda w: 0.1 * torch.randn_like(w))  # a full-rank update
-    deltas = weight_deltas(base, tuned, ["to_q", "to_v"])
-    errors = []
-    for rank in range(1, 11):
-        state, energy = extract_lora(base, tuned, rank, targets=["to_q", "to_v"])
-        err = sum((deltas[n] - state[f"{n}.lora_B.weight"] @ state[f"{n}.lora_A.weight"]).norm() ** 2 for n in deltas)
-        errors.append(err.sqrt().item())
-        assert all(0 < e <= 1 + 1e-6 for e in energy.values())
-    assert errors[-1] < 1e-5 and all(a >= b - 1e-7 for a, b in zip(errors, errors[1:]))
-    assert energy["block.to_q"] == pytest.approx(1.0)
-
-
-def test_extracted_lora_loads_as_an_ordinary_adapter():
-    base, tuned = _tuned_pair(1, lambda w: torch.randn(10, 2) @ torch.randn(2, 12))  # a rank-2 update
-    state, _ = extract_lora(base, tuned, rank=2, targets=["to_q", "to_v"])
-    add_lora(base, ["to_q", "to_v"], rank=2, alpha=2)
-    load_lora_state_dict(base, state)
-    x = torch.randn(5, 12)
-    assert torch.allclose(base(x), tuned(x), atol=1e-4)
-
-
-def test_extract_errors():
-    with pytest.raises(ValueError, match="rank must be between 1 and 10"):
-        extract_lora(_Net(), _Net(), rank=11, targets=["to_q"])
-    with pytest.raises(ValueError, match="no nn.Linear"):
-        extract_lora(_Net(), _Net(), rank=1, targets=["to_k"])
-
-
-def test_effective_rank_known_answers():
-    assert effective_rank(torch.eye(6)) == pytest.approx(6.0)
-    assert effective_rank(torch.randn(8, 1) @ torch.randn(1, 5)) == pytest.approx(1.0, abs=1e-4)
-
-
-def test_training_bytes_and_peak_memory():
-    layer = nn.Linear(100, 50)
-    opt = torch.optim.AdamW(layer.parameters())
-    layer(torch.randn(3, 100)).sum().backward()
-    opt.step()
-    counted = training_bytes(layer.parameters(), opt)
-    assert counted.trainable_params == 5050 and counted.param_bytes == 5050 * 4
-    assert counted.optimizer_bytes >= 2 * 5050 * 4
-    with measure_peak_memory("cpu") as peak:
-        block = torch.ones(64 * 2**20 // 4)  # 64 MiB
-        del block
-    assert peak.peak_bytes >= 32 * 2**20
 
 
 def test_peak_training_memory_runs_in_a_fresh_process():
