@@ -68,10 +68,13 @@ def train(
     on_step: Callable[[int, float], None] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     progress: bool = True,
+    penalty: Callable[[], torch.Tensor] | None = None,
 ) -> list[float]:
     """Train the trainable parameters of UNet and text encoder with AdamW on the noise-prediction loss.
 
-    Returns the loss of every step (with `prior`, the total: instance loss + weight x prior loss).
+    Returns the loss of every step (with `prior` or `penalty`, the total: instance loss + weight x prior
+    loss + penalty). `penalty()` is a term added to every step's loss, e.g. a nuclear norm of ΔW: the
+    regulariser claim C3 imagines LoRA to be (notebook 02 trains one beside LoRA).
 
     All randomness (batches, noise, timesteps) comes from one generator seeded with `config.seed`, so
     two models with equal weights trained with the same seed see exactly the same batches.
@@ -86,6 +89,8 @@ def train(
     _check_data(data, "data")
     if prior is not None and not isinstance(prior, Prior):
         raise TypeError(f"prior must be a Prior (e.g. Prior(class_images, weight=1.0)), got {type(prior).__name__}")
+    if penalty is not None and not callable(penalty):
+        raise TypeError(f"penalty must be a function of no arguments returning a scalar tensor, got {type(penalty).__name__}")
     merged = merged_lora_names(pipe.unet) + merged_lora_names(pipe.text_encoder)
     if merged:
         raise ValueError(f"{len(merged)} LoRA layers are merged into their base weights (e.g. {merged[0]}): a merged "
@@ -112,6 +117,8 @@ def train(
         if prior_enc is not None:
             loss = loss + prior.weight * denoising_loss(denoiser, prior_enc, config.batch_size, gen,
                                                         config.caption_dropout, bool(text_params))
+        if penalty is not None:
+            loss = loss + penalty()
         losses.append(optimizer_step(opt, loss, step, config.lr))
         if on_step is not None:
             on_step(step + 1, losses[-1])
@@ -180,8 +187,8 @@ def finetune(
     method="lora": rank-r adapters on the UNet's attention (and the text encoder's, if
     `text_encoder`); the base weights stay frozen. method="full": every UNet weight (and every text
     encoder weight but the token-embedding table, which LoRA cannot change either, if `text_encoder`)
-    trains, so a new word's embedding is treated the same by both. `config` defaults to TrainConfig() (250 steps); its lr,
-    if None, to METHOD_LR[method]. With `evaluation`, the prompts are drawn and scored along the way.
+    trains, so a new word's embedding is treated the same by both. `config` defaults to TrainConfig()
+    (250 steps); its lr, if None, to METHOD_LR[method]. With `evaluation`, the prompts are drawn and scored along the way.
     """
     if method not in ("lora", "full"):
         raise ValueError(f"method must be 'lora' or 'full', got {method!r}")

@@ -157,3 +157,17 @@ def test_train_refuses_merged_adapters_and_impossible_batches(encoded):
 def test_data_of_the_wrong_type_is_named():
     with pytest.raises(TypeError, match="ShapesDataset"):
         finetune(load_pipeline(device="cpu"), [1, 2], ONE_STEP, progress=False)
+
+
+def test_a_penalty_is_added_to_every_step_and_must_be_a_function(encoded):
+    from lorakit.pipeline import LORA_TARGETS
+
+    losses = {}
+    for weight in (0.0, 1.0):
+        pipe = load_pipeline(device="cpu")
+        add_lora(pipe.unet, LORA_TARGETS, rank=1, alpha=1)
+        losses[weight] = train(pipe, encoded, TrainConfig(steps=1, seed=0), progress=False,
+                               penalty=lambda: torch.tensor(weight))
+    assert losses[1.0][0] == pytest.approx(losses[0.0][0] + 1.0)  # B = 0 at step 0: the same data loss
+    with pytest.raises(TypeError, match="penalty must be a function"):
+        train(pipe, encoded, TrainConfig(steps=1), penalty=0.1, progress=False)
