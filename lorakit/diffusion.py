@@ -149,6 +149,19 @@ def denoising_loss(
     return F.mse_loss(m.unet(noisy, t, encoder_hidden_states=text).sample, noise)
 
 
+@torch.no_grad()
+def per_sample_losses(model: Denoiser | StableDiffusionPipeline, enc: EncodedData, n: int, seed: int) -> torch.Tensor:
+    """The noise-prediction loss of n fixed draws (image, latent sample, noise and timestep, all from `seed`), one
+    number per draw: (n,). The same seed gives the same draws, so two models, or one model along training, are
+    compared on exactly the same noise; the text encoder always runs, in case it is training."""
+    require_whole("n", n)
+    m = model if isinstance(model, Denoiser) else Denoiser.of(model)
+    dev = m.unet.device
+    idx, noisy, noise, t = noised_batch(enc, n, torch.Generator().manual_seed(seed), m.schedule, m.scaling_factor, dev)
+    text = m.text_encoder(enc.ids[idx].to(dev))[0]  # (n, 16, 64)
+    return (m.unet(noisy, t, encoder_hidden_states=text).sample - noise).pow(2).mean((1, 2, 3)).cpu()
+
+
 def noised_batch(
     enc: EncodedData, batch_size: int, gen: torch.Generator, schedule: DDPMScheduler, scaling_factor: float,
     dev: torch.device,

@@ -181,6 +181,7 @@ def finetune(
     text_encoder: bool = True,
     evaluation: Evaluation | None = None,
     progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> tuple[StableDiffusionPipeline, History]:
     """Fine-tune with LoRA (from-scratch layers) or fully, on the same loop; returns (pipe, History).
 
@@ -188,7 +189,9 @@ def finetune(
     `text_encoder`); the base weights stay frozen. method="full": every UNet weight (and every text
     encoder weight but the token-embedding table, which LoRA cannot change either, if `text_encoder`)
     trains, so a new word's embedding is treated the same by both. `config` defaults to TrainConfig()
-    (250 steps); its lr, if None, to METHOD_LR[method]. With `evaluation`, the prompts are drawn and scored along the way.
+    (250 steps); its lr, if None, to METHOD_LR[method]. With `evaluation`, the prompts are drawn and
+    scored along the way; `on_step(step, loss)` runs after every step (e.g. held-out losses). Neither
+    counts as training time.
     """
     if method not in ("lora", "full"):
         raise ValueError(f"method must be 'lora' or 'full', got {method!r}")
@@ -243,7 +246,14 @@ def finetune(
     if evaluation is not None:
         evaluate(0, float("nan"))  # the starting point
     clock["start"], clock["paused"] = time.perf_counter(), 0.0  # time training only, from here on
-    history.loss = train(pipe, data, config, progress=progress, on_step=evaluate, optimizer=opt)
+    def after_step(step: int, loss: float) -> None:
+        evaluate(step, loss)
+        if on_step is not None:
+            t0 = time.perf_counter()
+            on_step(step, loss)
+            clock["paused"] += time.perf_counter() - t0
+
+    history.loss = train(pipe, data, config, progress=progress, on_step=after_step, optimizer=opt)
     history.seconds = time.perf_counter() - clock["start"] - clock["paused"]
     history.memory = training_bytes(params, opt)
     return pipe, history

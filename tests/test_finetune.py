@@ -171,3 +171,10 @@ def test_a_penalty_is_added_to_every_step_and_must_be_a_function(encoded):
     assert losses[1.0][0] == pytest.approx(losses[0.0][0] + 1.0)  # B = 0 at step 0: the same data loss
     with pytest.raises(TypeError, match="penalty must be a function"):
         train(pipe, encoded, TrainConfig(steps=1), penalty=0.1, progress=False)
+
+
+def test_finetune_calls_on_step_after_every_step(encoded):
+    seen = []
+    _, history = finetune(load_pipeline(device="cpu"), encoded, TrainConfig(steps=3), method="lora", rank=1,
+                          progress=False, on_step=lambda step, loss: seen.append((step, loss)))
+    assert [s for s, _ in seen] == [1, 2, 3] and [l for _, l in seen] == history.loss
