@@ -1,12 +1,14 @@
-"""Measuring a pipeline: images scored against their prompts, accuracy per prompt, distance to real images.
+"""Measuring a pipeline: images scored against their prompts, accuracy per prompt, distance to real images,
+and diversity as the judge sees it.
 
 `score_prompts` is the one place where the course generates images for prompts and asks the judge
 whether each shows what its prompt names; every notebook and training loop that scores a pipeline
-calls it.
+calls it. `judge_diversity` is the diversity every verdict uses: counted over valid objects only.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -15,11 +17,14 @@ import torch
 from diffusers import StableDiffusionPipeline
 from tqdm.auto import tqdm
 
-from lorakit.classifier import AttributeClassifier, features, load_classifier
+from lorakit.classifier import FEATURE_DIM, OBJECT_THRESHOLD, AttributeClassifier, classify, features, load_classifier
 from lorakit.data import make_dataset, parse_prompt, pretraining_prompts
-from lorakit.metrics import accuracy_of, frechet_distance, right_per_image
+from lorakit.metrics import accuracy_of, frechet_distance, right_per_image, vendi_score
 from lorakit.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, generate
-from lorakit.seeds import REAL_OFFSET
+from lorakit.seeds import JUDGE_CENTRE_SEED, REAL_OFFSET
+
+JUDGE_CENTRE_N = 512  # real images whose mean judge feature is subtracted before the cosine kernel
+_centres: "weakref.WeakKeyDictionary[AttributeClassifier, torch.Tensor]" = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -113,3 +118,32 @@ def evaluate_prompts(
     real = make_dataset(len(scored.images), seed=seed + REAL_OFFSET, include=words)
     fd = frechet_distance(features(clf, scored.images), features(clf, real.images))
     return QualityReport(scored.by_prompt(), scored.accuracy, fd, scored.images, scored.prompts)
+
+
+def _feature_centre(model: AttributeClassifier) -> torch.Tensor:
+    """The judge's mean feature over real images of every attribute, (96,); computed once per judge."""
+    if model not in _centres:
+        _centres[model] = features(model, make_dataset(JUDGE_CENTRE_N, seed=JUDGE_CENTRE_SEED).images).mean(0)
+    return _centres[model]
+
+
+def judge_vectors(model: AttributeClassifier, images) -> tuple[np.ndarray, np.ndarray]:
+    """(valid, vectors): which images the judge accepts as one object, (n,) bool, and the judge features of
+    all n centred on the mean of real images, (n, 96) float64; `judge_diversity` scores vectors[valid]."""
+    if len(images) == 0:
+        return np.zeros(0, dtype=bool), np.zeros((0, FEATURE_DIM))
+    valid = (classify(model, images)["object"] >= OBJECT_THRESHOLD).numpy()
+    return valid, (features(model, images) - _feature_centre(model)).double().numpy()
+
+
+def judge_diversity(model: AttributeClassifier, images) -> tuple[float, int]:
+    """(Vendi score in the judge's feature space over the images it accepts as one object, how many it accepts).
+
+    Only valid objects count: noise and fragments are far apart in pixels, so counting them would
+    reward garbage (pixel Vendi's failure on a half-trained adapter). The features are centred on real
+    images' mean before the cosine kernel, so that what every object shares does not count as
+    similarity. Scale: 16 photos of one object score 1.04; one object at 32 random places 2.4; 32 real
+    images of every attribute 5.8. NaN when the judge accepts no image.
+    """
+    valid, vectors = judge_vectors(model, images)
+    return (vendi_score(vectors[valid]) if valid.any() else float("nan")), int(valid.sum())

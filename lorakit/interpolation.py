@@ -2,8 +2,9 @@
 
 `BlendStudy` generates images for (method, t, seed, strength) once and keeps them, so a widget
 redraw is a dictionary lookup; `path` scores a whole path: each concept's classifier probability,
-image quality (classifier confidence, Fréchet distance to real images), smoothness (the largest
-feature jump between neighbouring t) and diversity (Vendi).
+image quality (the share the judge accepts as one object, its confidence), smoothness (the largest
+feature jump between neighbouring t) and diversity (Vendi in the judge's feature space over valid
+objects, and in pixels for comparison).
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from lorakit.classifier import ATTRIBUTES, AttributeClassifier, classify, features, load_classifier
-from lorakit.data import make_dataset, parse_prompt
+from lorakit.classifier import ATTRIBUTES, OBJECT_THRESHOLD, AttributeClassifier, classify, features, load_classifier
+from lorakit.evaluation import judge_diversity
 from lorakit.merge import Mixer
-from lorakit.metrics import frechet_distance, image_vendi
+from lorakit.metrics import image_vendi
 from lorakit.pipeline import generate
-from lorakit.seeds import BLEND_REAL_SEED
 
 DEFAULT_TS = tuple(float(t) for t in np.round(np.linspace(0, 1, 11), 2))
 
@@ -33,9 +33,10 @@ class PathResult:
     ts: list[float]
     p_a: list[float] = field(default_factory=list)  # mean classifier probability of concept a
     p_b: list[float] = field(default_factory=list)
+    valid: list[float] = field(default_factory=list)  # share of samples the judge accepts as one object
     confidence: list[float] = field(default_factory=list)  # mean top probability over attribute groups
-    frechet: list[float] = field(default_factory=list)  # to real images of the prompt
-    vendi: list[float] = field(default_factory=list)
+    diversity: list[float] = field(default_factory=list)  # Vendi in the judge's feature space, valid objects only
+    pixel_vendi: list[float] = field(default_factory=list)  # Vendi in pixels (counts fragments and noise too)
     jumps: list[float] = field(default_factory=list)  # mean feature distance between t_i and t_i+1, same seeds
     mix_ms: float = 0.0  # mean time to set the pipeline to one mix (ΔW computed and written, or set_adapters)
 
@@ -57,12 +58,10 @@ class BlendStudy:
     """Cached generations and measures for mixes of a Mixer's two adapters on one prompt."""
 
     def __init__(self, mixer: Mixer, prompt: str, concept_a: str, concept_b: str, n: int = 16, seed: int = 0,
-                 sample_steps: int = 10, classifier: AttributeClassifier | None = None, n_real: int = 64) -> None:
+                 sample_steps: int = 10, classifier: AttributeClassifier | None = None) -> None:
         self.mixer, self.prompt, self.n, self.seed, self.sample_steps = mixer, prompt, n, seed, sample_steps
         self.concepts = (concept_of(concept_a), concept_of(concept_b))
         self.classifier = classifier if classifier is not None else load_classifier()
-        real = make_dataset(n_real, seed=BLEND_REAL_SEED, include=list(parse_prompt(prompt).values()))
-        self.real_feats = features(self.classifier, real.images)
         self.cache: dict[tuple, torch.Tensor] = {}
         self.paths: dict[tuple[str, tuple[float, ...]], PathResult] = {}
         self.mix_seconds: list[float] = []
@@ -98,10 +97,10 @@ class BlendStudy:
         return tuple(float(probs[g][:, ATTRIBUTES[g].index(v)].mean()) for g, v in self.concepts)  # type: ignore[return-value]
 
     def quality(self, images: torch.Tensor) -> tuple[float, float]:
-        """(mean top-1 classifier probability over colour/shape/size/style, Fréchet distance to real images)."""
+        """(share the judge accepts as one object, mean top-1 probability over colour/shape/size/style)."""
         probs = classify(self.classifier, images)
         confidence = float(np.mean([probs[g].max(dim=1).values.mean() for g in ATTRIBUTES]))
-        return confidence, frechet_distance(features(self.classifier, images), self.real_feats)
+        return float((probs["object"] >= OBJECT_THRESHOLD).float().mean()), confidence
 
     def path(self, method: str, ts: Sequence[float] = DEFAULT_TS) -> PathResult:
         """Every measure along t for one method at the study's seeds (cached)."""
@@ -114,12 +113,13 @@ class BlendStudy:
         for t in ts:
             images = self.images(method, t)
             p_a, p_b = self.probabilities(images)
-            confidence, fd = self.quality(images)
+            valid, confidence = self.quality(images)
             result.p_a.append(p_a)
             result.p_b.append(p_b)
+            result.valid.append(valid)
             result.confidence.append(confidence)
-            result.frechet.append(fd)
-            result.vendi.append(image_vendi(images))
+            result.diversity.append(judge_diversity(self.classifier, images)[0])
+            result.pixel_vendi.append(image_vendi(images))
             feats.append(features(self.classifier, images))
         result.jumps = [float((b - a).norm(dim=1).mean()) for a, b in zip(feats, feats[1:])]
         timed = self.mix_seconds[start_count:]

@@ -116,13 +116,13 @@ def _mixing(results: dict[str, dict]) -> str:
     r = results["05_interpolation_and_merging"]
     lines = [f"At t = ½ (peft {r['peft_version']}): each method's ΔW against the exact weight-space midpoint, and what "
              "its samples show along t.", "",
-             "| method | ‖ΔW(½)‖ / exact | relative error | P(orange) at ½ | P(striped) at ½ | lowest Vendi / ends | ms per mix |",
+             "| method | ‖ΔW(½)‖ / exact | relative error | P(orange) at ½ | P(striped) at ½ | lowest diversity inside / ends | ms per mix |",
              "|---|---|---|---|---|---|---|"]
     weights = r["weights_at_half"]
     for name, m in r["methods"].items():
         w = weights.get(name, weights["weight"] if name == "set_adapters" else None)
         norm = f"{w['‖ΔW(½)‖ / exact']:.2f} | {w['relative error']:.2f}" if w else "— | —"
-        lines.append(f"| {name} | {norm} | {m['p_orange_mid']:.2f} | {m['p_striped_mid']:.2f} | {m['vendi_dip']:.2f} | "
+        lines.append(f"| {name} | {norm} | {m['p_orange_mid']:.2f} | {m['p_striped_mid']:.2f} | {m['diversity_dip']:.2f} | "
                      f"{m['mix_ms']:.0f} |")
     cost = r["cost_vs_base"]
     return "\n".join(lines + ["", f"Generating with two unmerged adapters costs {cost['unmerged']:.2f}× the base model, "

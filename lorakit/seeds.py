@@ -29,7 +29,7 @@ CLASS_IMAGES_SEED = 50_000  # DreamBooth's prior-preservation set (the base mode
 # Rendered reference images (make_dataset(seed=...)).
 REAL_OFFSET = 10_000  # real images compared with a batch of generated ones (evaluation.evaluate_prompts)
 PROBE_REAL_SEED = 7  # real images of the collapse probe's object
-BLEND_REAL_SEED = 11  # real images of a blend's prompt (interpolation)
+JUDGE_CENTRE_SEED = 13  # real images whose mean judge feature centres judge_diversity (evaluation)
 PIXEL_CALIBRATION_SEED = 90_210  # renders the pixel rules are calibrated on
 
 

@@ -123,7 +123,7 @@ class BlendExplorer:
         ax.set_xlabel("t")
         ax.legend(fontsize=6, loc="center left")
         ax = fig.add_subplot(grid[1, self.n // 2 + 3 :])
-        ax.plot(path.ts, path.vendi, "o-", c="tab:purple", label="diversity (Vendi)")
+        ax.plot(path.ts, path.diversity, "o-", c="tab:purple", label="diversity (Vendi, judge features, valid objects)")
         ax.axvline(t, c="k", ls=":")
         ax.set_xlabel("t")
         ax.legend(fontsize=6)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from lorakit.data import make_dataset
 from lorakit.evaluation import concat_scored, evaluate_prompts, score_prompts
 from lorakit.metrics import attribute_accuracy, right_per_image
 from lorakit.pipeline import generate
@@ -47,3 +48,20 @@ def test_evaluate_prompts_rows_match_their_images(pipe, classifier):
     assert [r["prompt"] for r in report.rows] == PROMPTS and len(report.images) == 4
     assert report.overall == attribute_accuracy(report.images, report.prompts, classifier)
     assert right_per_image(report.images, report.prompts, classifier)["all"].mean() == report.overall["all"]
+
+
+def test_judge_diversity_counts_valid_objects_only(classifier):
+    from lorakit.data import few_shot_instance, no_object_images
+    from lorakit.evaluation import judge_diversity, judge_vectors
+
+    copies = few_shot_instance(16, seed=1).images  # one object, a pixel of jitter
+    anywhere = make_dataset(16, seed=3).images  # every attribute
+    noise = no_object_images(16, seed=0)
+    one, n_one = judge_diversity(classifier, copies)
+    many, n_many = judge_diversity(classifier, anywhere)
+    assert n_one == n_many == 16 and one < 1.3 < 3 < many
+    # fragments and noise do not count: adding them leaves the score of the valid objects as it was
+    valid, vectors = judge_vectors(classifier, torch.cat([copies, noise]))
+    assert valid[:16].all() and valid[16:].sum() <= 1 and vectors.shape == (32, 96)
+    assert judge_diversity(classifier, torch.cat([copies, noise]))[0] < 1.5
+    assert np.isnan(judge_diversity(classifier, noise[:0])[0])

@@ -31,7 +31,7 @@ def mixer():
 
 @pytest.fixture(scope="module")
 def study(mixer, classifier):
-    return BlendStudy(mixer, PROMPT, *CONCEPTS, n=2, sample_steps=3, classifier=classifier, n_real=8)
+    return BlendStudy(mixer, PROMPT, *CONCEPTS, n=2, sample_steps=3, classifier=classifier)
 
 
 def _close(d1: dict, d2: dict, tol: float = 1e-5) -> bool:
@@ -135,7 +135,7 @@ def test_study_caches_generations_and_measures_paths(study):
         first = study.images("weight", 0.5)
         assert study.images("weight", 0.5) is first and len(calls) == 1
         path = study.path("weight", (0.0, 0.5, 1.0))
-        assert len(path.p_a) == len(path.vendi) == 3 and len(path.jumps) == 2
+        assert len(path.p_a) == len(path.diversity) == len(path.valid) == 3 and len(path.jumps) == 2
         assert 0 <= min(path.p_a) and max(path.p_b) <= 1 and path.max_jump == max(path.jumps)
         assert study.path("weight", (0.0, 0.5, 1.0)) is path
     finally:
