@@ -48,10 +48,15 @@ class Judgement:
         return recompute(self.record)
 
     @property
+    def number(self) -> str:
+        """The notebook's number as its title writes it, e.g. "04" or "04b"."""
+        return self.notebook.split("_", 1)[0]
+
+    @property
     def link(self) -> str:
         """A Markdown link to the evidence (relative to notebooks/)."""
         section = self.record.get("section", "")
-        return f"[{self.notebook[:2]}]({self.notebook}.ipynb{'#' + section if section else ''})"
+        return f"[{self.number}]({self.notebook}.ipynb{'#' + section if section else ''})"
 
     def numbers(self) -> str:
         """The deciding statistic, its interval and threshold in a few words."""
@@ -92,7 +97,7 @@ class ClaimRow:
 
     @property
     def evidence(self) -> str:
-        return " · ".join((f"{j.notebook[:2]}: " if len(self.judgements) > 1 else "") + j.record["evidence"]
+        return " · ".join((f"{j.number}: " if len(self.judgements) > 1 else "") + j.record["evidence"]
                           for j in self.judgements)
 
 

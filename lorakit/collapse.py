@@ -1,4 +1,5 @@
-"""Measuring mode collapse of a DreamBooth-style adapter: fidelity, diversity, memorisation, drift.
+"""Measuring mode collapse of a DreamBooth-style adapter on its four faces: fidelity, diversity, editability,
+drift; and memorisation.
 
 One `CollapseProbe` fixes what is measured (prompts, seeds, reference images) so that every
 checkpoint, seed and mitigation is scored on exactly the same samples.
@@ -14,7 +15,7 @@ from diffusers import StableDiffusionPipeline
 
 from lorakit.classifier import AttributeClassifier, classify, features, load_classifier
 from lorakit.data import IMAGE_SIZE, ShapesDataset, make_dataset
-from lorakit.evaluation import score_images
+from lorakit.evaluation import judge_diversity, score_images
 from lorakit.metrics import (
     attribute_accuracy,
     image_vendi,
@@ -27,7 +28,10 @@ from lorakit.seeds import EVAL_SEED, PROBE_OFFSETS, PROBE_REAL_SEED
 
 METRICS = {  # name: what it measures (and which way is good)
     "fidelity": "share of token-prompt samples that are the instance (colour, shape, size): higher is better",
-    "diversity": "Vendi score of the token-prompt samples in pixel space (1 = one image): higher is more varied",
+    "diversity": "Vendi score of the token-prompt samples the judge accepts as one object, in its feature space "
+                 "(1 = one object): higher is more varied",
+    "valid": "share of token-prompt samples the judge accepts as one object",
+    "pixel_vendi": "Vendi score of the token-prompt samples in pixel space, every sample counted (1 = one image)",
     "position_px": "RMS spread of the object's position over token-prompt samples, in pixels",
     "nn_distance": "mean RMS pixel distance to the nearest training image (0 = a copy)",
     "coverage": "share of real instance-class images (anywhere on the canvas) with a sample nearby",
@@ -82,9 +86,10 @@ class CollapseProbe:
                 for g in ("token", "edit", "class", "plain")}
 
     def token_scores(self, token: torch.Tensor) -> dict[str, float]:
-        """What the token prompt's samples alone tell: fidelity, diversity and distance to the training images."""
+        """What the token prompt's samples alone tell: fidelity, diversity (judge and pixels), distance to the training images."""
+        diversity, n_valid = judge_diversity(self.classifier, token)
         return {"fidelity": attribute_accuracy(token, self.identity, self.classifier)["all"],
-                "diversity": image_vendi(token),
+                "diversity": diversity, "valid": n_valid / len(token), "pixel_vendi": image_vendi(token),
                 "nn_distance": float(nearest_train_distance(token, self.instance.images).mean())}
 
     def score(self, images: dict[str, object]) -> dict[str, float]:

@@ -75,9 +75,9 @@ def _judge_audit(results: dict[str, dict]) -> str:
               "(agreement on readable images / on all images):", "",
               "| notebook | images | no shape (pixel rules) | no object (judge) | " + " | ".join(_ATTRIBUTES) + " |",
               "|---|---|---|---|" + "---|" * len(_ATTRIBUTES)]
-    for notebook in ("01_tiny_stable_diffusion", "04_mode_collapse", "07_lora_as_a_control"):
+    for notebook in ("01_tiny_stable_diffusion", "04_mode_collapse", "04b_collapse_remedies", "07_lora_as_a_control"):
         n = results[notebook]["judge_audit"]
-        lines.append(f"| {notebook[:2]} | {n['images']} | {sum(n['unreadable'].values())} | "
+        lines.append(f"| {notebook.split('_')[0]} | {n['images']} | {sum(n['unreadable'].values())} | "
                      f"{sum(n['no_object'].values())} | " + " | ".join(
             f"{n['agreement'][g]:.1%} / {n['agreement_all'][g]:.1%}" for g in _ATTRIBUTES) + " |")
     return "\n".join(lines)
@@ -100,15 +100,20 @@ def _lora_vs_full(results: dict[str, dict]) -> str:
 
 
 def _collapse(results: dict[str, dict]) -> str:
-    r = results["04_mode_collapse"]
+    r = {**results["04_mode_collapse"], **results["04b_collapse_remedies"]}  # references from 04, remedies from 04b
     seeds = r["per_seed"]
-    lines = [f"Mean over seeds {r['seeds']} [95% bootstrap CI]; {r['steps']} steps. Diversity: Vendi score of 16 samples "
-             f"in pixel space (16 photos of the instance: {r['reference']['instance_photos_diversity']:.2f}; the same "
-             f"object anywhere: {r['reference']['anywhere_diversity']:.2f}).", "",
-             "| | fidelity | diversity | \"a triangle\" drawn as the instance |", "|---|---|---|---|",
-             f"| base model | {r['base']['fidelity']:.2f} | {r['base']['diversity']:.2f} | {r['base']['class_as_instance']:.2f} |"]
+    lines = [f"Mean over seeds {r['seeds']} [95% bootstrap CI]; {r['steps']} steps. Diversity: Vendi score of the 16 "
+             f"samples the judge accepts as one object, in its feature space (16 photos of the instance: "
+             f"{r['reference']['instance_photos_diversity']:.2f}; the same object anywhere: "
+             f"{r['reference']['anywhere_diversity']:.2f}).", "",
+             "| | fidelity | diversity | editability | \"a triangle\" drawn as the instance | faces fixed |",
+             "|---|---|---|---|---|---|",
+             f"| base model | {r['base']['fidelity']:.2f} | {r['base']['diversity']:.2f} | {r['base']['editability']:.2f} | "
+             f"{r['base']['class_as_instance']:.2f} | |"]
     for name, v in seeds.items():
-        lines.append(f"| {name} | {_mean_ci(v['fidelity'])} | {_mean_ci(v['diversity'])} | {_mean_ci(v['class_as_instance'])} |")
+        fixed = ", ".join(r["faces_fixed"].get(name, [])) or ("—" if name in r["faces_fixed"] else "")
+        lines.append(f"| {name} | {_mean_ci(v['fidelity'])} | {_mean_ci(v['diversity'])} | {_mean_ci(v['editability'])} | "
+                     f"{_mean_ci(v['class_as_instance'])} | {fixed} |")
     return "\n".join(lines)
 
 

@@ -58,7 +58,7 @@ class CheckpointExplorer:
         titles = [self.probe.token_prompt] * self.n + self.probe.edit_prompts + [self.probe.class_prompt]
         fig = show_grid(images, titles, ncols=self.n, scale=1.2,
                         suptitle=f"step {step}, scale {scale:.2f}: fidelity {m['fidelity']:.2f}, "
-                                 f"diversity (Vendi) {m['diversity']:.2f}, nearest-training distance {m['nn_distance']:.3f}")
+                                 f"diversity (judge Vendi, valid objects) {m['diversity']:.2f}, nearest-training distance {m['nn_distance']:.3f}")
         display(fig)
         plt.close(fig)
 

@@ -25,9 +25,10 @@ def run(tmp_path_factory):
 def test_probe_scores_every_metric_in_range(pipe, probe):
     scores = probe.measure(pipe)
     assert set(scores) == set(METRICS)
-    for name in ("fidelity", "coverage", "editability", "class_accuracy", "class_as_instance"):
+    for name in ("fidelity", "valid", "coverage", "editability", "class_accuracy", "class_as_instance"):
         assert 0.0 <= scores[name] <= 1.0
-    assert 1.0 <= scores["diversity"] <= probe.n and scores["nn_distance"] > 0
+    assert 1.0 <= scores["diversity"] <= probe.n * scores["valid"] and 1.0 <= scores["pixel_vendi"] <= probe.n
+    assert scores["nn_distance"] > 0
     assert probe.measure(pipe) == scores  # fixed seeds: the same numbers every time
     # the base model has never seen "sks": it does not draw the instance for it, and keeps its class words
     assert scores["fidelity"] <= 0.5 and scores["class_accuracy"] >= 0.75

@@ -5,20 +5,26 @@ from pathlib import Path
 
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
+
+
+def number(path: Path) -> str:
+    """A notebook's number as its title writes it: "04", or "04b" for the second half of a split chapter."""
+    return path.name.split("_", 1)[0]
 
 
 def test_notebooks_are_numbered_from_00_without_gaps():
-    numbers = [int(p.name[:2]) for p in NOTEBOOKS]
+    numbers = sorted({int(number(p)[:2]) for p in NOTEBOOKS})
     assert numbers == list(range(len(numbers))), f"notebooks should be numbered 00, 01, ... without gaps: {numbers}"
+    assert all(n[:2].isdigit() and n[2:] in ("", "b") for n in map(number, NOTEBOOKS)), [p.name for p in NOTEBOOKS]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_opens_with_its_title_and_carries_full_mode_outputs(path):
     cells = json.loads(path.read_text())["cells"]
     first = "".join(cells[0]["source"])
-    assert cells[0]["cell_type"] == "markdown" and first.startswith(f"# {path.name[:2]} · "), \
-        f"{path.name} must open with a markdown title '# {path.name[:2]} · ...'"
+    assert cells[0]["cell_type"] == "markdown" and first.startswith(f"# {number(path)} · "), \
+        f"{path.name} must open with a markdown title '# {number(path)} · ...'"
     code = [c for c in cells if c["cell_type"] == "code"]
     assert all(c["execution_count"] for c in code), f"{path.name} has unexecuted cells: run `make notebooks`"
     errors = [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
