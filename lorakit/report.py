@@ -71,7 +71,7 @@ def _judge_audit(results: dict[str, dict]) -> str:
                      f"{a['pixel_rules_on_round_trips'][g]:.1%} |")
     lines += ["", f"The bar: {a['bar']:.0%} per attribute. {unreadable} of {a['images']} images show no recognisable shape "
               f"to the pixel rules, {sum(a['no_object'].values())} no object to the judge. "
-              "Situations: " + ", ".join(a["by_situation"]) + ". The same audit on the images of notebooks 04 and 07 "
+              "Situations: " + ", ".join(a["by_situation"]) + ". The same audit on the images of notebooks 04, 04b and 07 "
               "(agreement on readable images / on all images):", "",
               "| notebook | images | no shape (pixel rules) | no object (judge) | " + " | ".join(_ATTRIBUTES) + " |",
               "|---|---|---|---|" + "---|" * len(_ATTRIBUTES)]
@@ -121,7 +121,7 @@ def _mixing(results: dict[str, dict]) -> str:
     r = results["05_interpolation_and_merging"]
     lines = [f"At t = ½ (peft {r['peft_version']}): each method's ΔW against the exact weight-space midpoint, and what "
              "its samples show along t.", "",
-             "| method | ‖ΔW(½)‖ / exact | relative error | P(orange) at ½ | P(striped) at ½ | lowest diversity inside / ends | ms per mix |",
+             "| method | ‖ΔW(½)‖ / exact | relative error | P(orange) at ½ | P(striped) at ½ | lowest diversity inside / line between ends | ms per mix |",
              "|---|---|---|---|---|---|---|"]
     weights = r["weights_at_half"]
     for name, m in r["methods"].items():
