@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lorakit.results import RESULTS_DIR
+from lorakit.results import RESULTS_DIR, notebook_number
 from lorakit.verdicts import VERDICTS, combine_labels, recompute
 
 CLAIMS = {
@@ -50,7 +50,7 @@ class Judgement:
     @property
     def number(self) -> str:
         """The notebook's number as its title writes it, e.g. "04" or "04b"."""
-        return self.notebook.split("_", 1)[0]
+        return notebook_number(self.notebook)
 
     @property
     def link(self) -> str:

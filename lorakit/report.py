@@ -19,7 +19,7 @@ from lorakit.claims import claims_table, markdown_table
 from lorakit.metrics import bootstrap_ci
 from lorakit.paths import PIPELINE_DIR, REPO_ROOT, atomic_path
 from lorakit.pretrain import REPORT_NAME
-from lorakit.results import RESULTS_DIR
+from lorakit.results import RESULTS_DIR, notebook_number
 
 README = REPO_ROOT / "README.md"
 _ATTRIBUTES = ("colour", "shape", "size", "style")
@@ -77,7 +77,7 @@ def _judge_audit(results: dict[str, dict]) -> str:
               "|---|---|---|---|" + "---|" * len(_ATTRIBUTES)]
     for notebook in ("01_tiny_stable_diffusion", "04_mode_collapse", "04b_collapse_remedies", "07_lora_as_a_control"):
         n = results[notebook]["judge_audit"]
-        lines.append(f"| {notebook.split('_')[0]} | {n['images']} | {sum(n['unreadable'].values())} | "
+        lines.append(f"| {notebook_number(notebook)} | {n['images']} | {sum(n['unreadable'].values())} | "
                      f"{sum(n['no_object'].values())} | " + " | ".join(
             f"{n['agreement'][g]:.1%} / {n['agreement_all'][g]:.1%}" for g in _ATTRIBUTES) + " |")
     return "\n".join(lines)

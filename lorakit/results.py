@@ -15,6 +15,11 @@ from lorakit.paths import REPO_ROOT, RUNS_DIR, atomic_path, json_text
 RESULTS_DIR = REPO_ROOT / "notebooks" / "results"
 
 
+def notebook_number(notebook: str) -> str:
+    """A notebook's number as its title writes it: "04" for 04_mode_collapse, "04b" for 04b_collapse_remedies."""
+    return notebook.split("_", 1)[0]
+
+
 def results_path(notebook: str, quick: bool | None = None) -> Path:
     """Where a notebook's results live in this mode (or the given one)."""
     quick = CFG.quick if quick is None else quick

@@ -5,12 +5,14 @@ from pathlib import Path
 
 import pytest
 
+from lorakit.results import notebook_number
+
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 
 
 def number(path: Path) -> str:
     """A notebook's number as its title writes it: "04", or "04b" for the second half of a split chapter."""
-    return path.name.split("_", 1)[0]
+    return notebook_number(path.stem)
 
 
 def test_notebooks_are_numbered_from_00_without_gaps():
