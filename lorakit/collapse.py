@@ -23,7 +23,7 @@ from lorakit.metrics import (
     position_spread,
     precision_recall_density_coverage,
 )
-from lorakit.pipeline import generate
+from lorakit.pipeline import generate, generate_groups
 from lorakit.seeds import EVAL_SEED, PROBE_OFFSETS, PROBE_REAL_SEED
 
 METRICS = {  # name: what it measures (and which way is good)
@@ -66,24 +66,30 @@ class CollapseProbe:
         real = make_dataset(64, seed=PROBE_REAL_SEED, include=[self.colour, self.shape, self.size])
         self._real_feats = features(self.classifier, real.images)
 
+    def _group(self, group: str, n_per_prompt: int | None, seed_offset: int) -> tuple[list[str] | str, int, int]:
+        """(prompts, first seed, images per prompt) of one prompt group."""
+        prompts = {"token": self.token_prompt, "edit": self.edit_prompts, "class": self.class_prompts,
+                   "plain": self.class_prompt}[group]
+        seed = self.seed + seed_offset + (PROBE_OFFSETS[group] if group != "token" else 0)
+        return prompts, seed, n_per_prompt or (self.n // 4 if group == "class" else self.n)
+
     def group_samples(self, pipe: StableDiffusionPipeline, group: str, n_per_prompt: int | None = None,
                       seed_offset: int = 0, **kwargs) -> torch.Tensor:
         """Samples of one prompt group ("token", "edit", "class" or "plain"), uint8 (B, 3, 32, 32).
 
-        n_per_prompt defaults to the probe's (n for token and plain, n // 4 for the others); image i of
-        a group always comes from the same seed, so a smaller n gives the first images of a larger one.
+        n_per_prompt defaults to the probe's: n per prompt, but n // 4 for the four class prompts (a
+        diagnostic no verdict uses). Image i of a group always comes from the same seed, so a smaller
+        n gives the first images of a larger one.
         """
-        prompts = {"token": self.token_prompt, "edit": self.edit_prompts, "class": self.class_prompts,
-                   "plain": self.class_prompt}[group]
-        default = self.n if group in ("token", "plain") else self.n // 4
-        seed = self.seed + seed_offset + (PROBE_OFFSETS[group] if group != "token" else 0)
-        return generate(pipe, prompts, seed=seed, n_per_prompt=n_per_prompt or default,
-                        num_inference_steps=self.sample_steps, **kwargs)
+        prompts, seed, n = self._group(group, n_per_prompt, seed_offset)
+        return generate(pipe, prompts, seed=seed, n_per_prompt=n, num_inference_steps=self.sample_steps, **kwargs)
 
     def samples(self, pipe: StableDiffusionPipeline, seed_offset: int = 0, **kwargs) -> dict[str, object]:
-        """Generate the probe's images: token prompt, edited token prompts, class prompts, plain class prompt."""
-        return {g: self.group_samples(pipe, g, seed_offset=seed_offset, **kwargs)
-                for g in ("token", "edit", "class", "plain")}
+        """The probe's images, made in one batch: token prompt, edited token prompts, class prompts, plain class prompt."""
+        groups = ("token", "edit", "class", "plain")
+        images = generate_groups(pipe, [self._group(g, None, seed_offset) for g in groups],
+                                 num_inference_steps=self.sample_steps, **kwargs)
+        return dict(zip(groups, images))
 
     def token_scores(self, token: torch.Tensor) -> dict[str, float]:
         """What the token prompt's samples alone tell: fidelity, diversity (judge and pixels), distance to the training images."""
@@ -94,7 +100,6 @@ class CollapseProbe:
 
     def score(self, images: dict[str, object]) -> dict[str, float]:
         """Every metric in METRICS from the images `samples` made."""
-        per = self.n // 4
         clf = self.classifier
         token = images["token"]
         prdc = precision_recall_density_coverage(self._real_feats, features(clf, token), k=3)
@@ -103,8 +108,10 @@ class CollapseProbe:
             **self.token_scores(token),
             "position_px": position_spread(classify(clf, token)["position"].numpy() * IMAGE_SIZE),
             "coverage": prdc["coverage"],
-            "editability": score_images(images["edit"], self.edit_prompts, per, clf).accuracy["all"],
-            "class_accuracy": score_images(images["class"], self.class_prompts, per, clf).accuracy["all"],
+            "editability": score_images(images["edit"], self.edit_prompts, len(images["edit"]) // len(self.edit_prompts),
+                                        clf).accuracy["all"],
+            "class_accuracy": score_images(images["class"], self.class_prompts,
+                                           len(images["class"]) // len(self.class_prompts), clf).accuracy["all"],
             "class_as_instance": plain_words["all"],
         }
         return {name: scores[name] for name in METRICS}

@@ -29,8 +29,10 @@ from peft.tuners.lora import LoraLayer
 from tqdm.auto import tqdm
 
 from lorakit.adapters import add_adapter
+from lorakit.arguments import require_whole
 from lorakit.diffusion import EncodedData, TrainConfig, noised_batch, optimizer_step, require_config
 from lorakit.pipeline import LORA_TARGETS, training_scheduler
+from lorakit.stacked import StackedAdapters
 
 # ESD-x: only the cross-attention keys and values, the layers that read the prompt
 CROSS_ATTENTION_KV = ("attn2.to_k", "attn2.to_v")
@@ -100,6 +102,28 @@ def train_control(
     adapter (at weight +1, or -1 on every other step for a slider) learns the combination.
     When it returns, the adapter `name` is the UNet's only active adapter, at weight 1.
     """
+    return train_control_seeds([pipe], latents, targets, kind, config, [require_config(config, CONTROL_CONFIG.lr).seed],
+                               eta, name, progress)[0]
+
+
+def train_control_seeds(
+    pipes: Sequence[StableDiffusionPipeline],
+    latents: EncodedData,
+    targets: Sequence[Target],
+    kind: str,
+    config: TrainConfig,
+    seeds: Sequence[int],
+    eta: float = 1.0,
+    name: str = "control",
+    progress: bool = True,
+) -> list[tuple[list[float], float]]:
+    """`train_control` once per seed, pipes[k] with seeds[k] (config.seed is replaced), all in one batched pass.
+
+    Each seed draws its own batches and targets from its own generator and has its own loss and
+    AdamW state (`lorakit.stacked`), so each adapter is the one `train_control` trains alone, up to
+    float rounding; give each pipeline's adapter its own init (`add_control_adapter(seed=...)`).
+    Returns (losses, seconds) per seed, the seconds being the stacked run's divided by the seeds.
+    """
     if kind not in ("slider", "erasure"):
         raise ValueError(f"kind must be 'slider' or 'erasure', got {kind!r}")
     if not targets:
@@ -108,14 +132,20 @@ def train_control(
     if config.augment or config.weight_decay:
         raise ValueError("train_control uses the config's steps, lr, batch_size and seed only; "
                          "leave augment and weight_decay at their defaults")
+    if len(seeds) != len(pipes):
+        raise ValueError(f"one seed per pipeline: got {len(seeds)} seeds for {len(pipes)} pipelines")
+    for s in seeds:
+        require_whole("seed", s, minimum=0)
     steps, batch_size = config.steps, config.batch_size
     lr = config.lr
-    unet = pipe.unet
-    adapters = sorted(getattr(unet, "peft_config", None) or {})
-    if name not in adapters:
-        raise ValueError(f"the UNet has no adapter named {name!r} (it has {adapters or 'none'}): "
-                         "add one with add_control_adapter(pipe, name=...) and pass the same name here")
-    params = [p for n, p in unet.named_parameters() if f".{name}." in n and "lora_" in n]
+    for pipe in pipes:
+        adapters = sorted(getattr(pipe.unet, "peft_config", None) or {})
+        if name not in adapters:
+            raise ValueError(f"the UNet has no adapter named {name!r} (it has {adapters or 'none'}): "
+                             "add one with add_control_adapter(pipe, name=...) and pass the same name here")
+        pipe.unet.set_adapters([name], weights=[1.0])  # the only active adapter (peft keeps an active adapter trainable)
+    stack = StackedAdapters(pipes, name)  # checks that the adapters match before anything trains
+    pipe, unet = pipes[0], pipes[0].unet  # the carrier: its UNet computes every seed's adapter
     prompts = sorted({p for t in targets for p in (t.prompt, t.plus, t.minus)})
     row = {p: i for i, p in enumerate(prompts)}
     emb = _embed(pipe, prompts)  # (P, 16, 64)
@@ -123,36 +153,45 @@ def train_control(
     which = torch.tensor([[row[t.prompt], row[t.plus], row[t.minus]] for t in targets])  # (T, 3)
     schedule = training_scheduler()
     scaling = pipe.vae.config.scaling_factor
-    unet.set_adapters([name], weights=[1.0])  # the only active adapter (peft keeps an active adapter trainable)
-    opt = torch.optim.AdamW(params, lr=lr)
-    gen = torch.Generator().manual_seed(config.seed)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
     dev = unet.device
     scales = (1.0, -1.0) if kind == "slider" else (1.0,)
-    losses = []
+    losses: list[list[float]] = [[] for _ in pipes]
     start = time.perf_counter()
-    unet.train()
-    for step in tqdm(range(steps), desc=f"{kind} LoRA", disable=not progress):
-        _, noisy, _, t = noised_batch(latents, batch_size, gen, schedule, scaling, dev)  # noisy: (B, 4, 8, 8)
-        rows = which[torch.randint(0, len(targets), (batch_size,), generator=gen)]  # (B, 3)
-        c, plus, minus = (emb[rows[:, k]].to(dev) for k in range(3))  # each (B, 16, 64)
-        with torch.no_grad():  # the frozen model: the adapter at weight 0 adds exactly nothing
-            _set_weight(unet, name, 0.0)
-            hidden = torch.cat([plus, minus, c] if kind == "slider" else [plus, minus])
-            k = len(hidden) // batch_size
-            frozen = unet(noisy.repeat(k, 1, 1, 1), t.repeat(k), encoder_hidden_states=hidden).sample.chunk(k)
-        s = scales[step % len(scales)]
-        if kind == "slider":
-            e_plus, e_minus, e_c = frozen
-            goal = e_c + s * eta * (e_plus - e_minus)
-        else:
-            e_concept, e_anchor = frozen
-            goal = e_anchor - eta * (e_concept - e_anchor)
-        _set_weight(unet, name, s)
-        loss = F.mse_loss(unet(noisy, t, encoder_hidden_states=c).sample, goal)
-        losses.append(optimizer_step(opt, loss, step, lr))
-    _set_weight(unet, name, 1.0)
-    unet.eval()
-    return losses, time.perf_counter() - start
+    with stack:
+        opt = torch.optim.AdamW(stack.parameters(), lr=lr)
+        unet.train()
+        for step in tqdm(range(steps), desc=f"{kind} LoRA" + (f", {len(pipes)} seeds" if len(pipes) > 1 else ""),
+                         disable=not progress):
+            draws = []
+            for gen in gens:  # per seed, in train_control's order: the batch, then its targets
+                _, noisy, _, t = noised_batch(latents, batch_size, gen, schedule, scaling, dev)  # noisy: (B, 4, 8, 8)
+                draws.append((noisy, t, which[torch.randint(0, len(targets), (batch_size,), generator=gen)]))  # rows (B, 3)
+            noisy, t, rows = (torch.cat(x) for x in zip(*draws))  # (K*B, ...), seed k's samples contiguous
+            c, plus, minus = (emb[rows[:, k]].to(dev) for k in range(3))  # each (K*B, 16, 64)
+            with torch.no_grad():  # the frozen model: the adapter at weight 0 adds exactly nothing
+                _set_weight(unet, name, 0.0)
+                hidden = torch.cat([plus, minus, c] if kind == "slider" else [plus, minus])
+                k = len(hidden) // len(noisy)
+                frozen = unet(noisy.repeat(k, 1, 1, 1), t.repeat(k), encoder_hidden_states=hidden).sample.chunk(k)
+            s = scales[step % len(scales)]
+            if kind == "slider":
+                e_plus, e_minus, e_c = frozen
+                goal = e_c + s * eta * (e_plus - e_minus)
+            else:
+                e_concept, e_anchor = frozen
+                goal = e_anchor - eta * (e_concept - e_anchor)
+            _set_weight(unet, name, s)
+            error = (unet(noisy, t, encoder_hidden_states=c).sample - goal).pow(2)  # (K*B, 4, 8, 8)
+            seed_loss = error.view(len(pipes), -1).mean(1)  # (K,): each seed's MSE
+            optimizer_step(opt, seed_loss.sum(), step, lr)
+            for k, value in enumerate(seed_loss.tolist()):
+                losses[k].append(value)
+        unet.eval()
+    seconds = (time.perf_counter() - start) / len(pipes)
+    for p in pipes:
+        _set_weight(p.unet, name, 1.0)
+    return [(loss, seconds) for loss in losses]
 
 
 def _set_weight(unet: torch.nn.Module, name: str, weight: float) -> None:

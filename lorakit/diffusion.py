@@ -138,15 +138,25 @@ def denoising_loss(
     captions drop to "". Uses the cached text embeddings unless `run_text_encoder` (it is training).
     """
     m = model if isinstance(model, Denoiser) else Denoiser.of(model)
+    noisy, t, noise, condition = training_batch(m, enc, batch_size, gen, caption_dropout, run_text_encoder)
+    text = m.text_encoder(condition)[0] if run_text_encoder else condition
+    return F.mse_loss(m.unet(noisy, t, encoder_hidden_states=text).sample, noise)
+
+
+def training_batch(
+    m: Denoiser, enc: EncodedData, batch_size: int, gen: torch.Generator, caption_dropout: float, token_ids: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One training batch drawn from `gen` as `denoising_loss` draws it: (noisy latents, t, noise, condition).
+
+    The condition is the captions' token ids, (B, 16), when `token_ids` (the text encoder trains and
+    must run), else their cached text embeddings, (B, 16, 64); dropped captions become the empty prompt.
+    """
     dev = m.unet.device
     idx, noisy, noise, t = noised_batch(enc, batch_size, gen, m.schedule, m.scaling_factor, dev)
     drop = torch.rand(batch_size, generator=gen) < caption_dropout
-    if run_text_encoder:
-        ids = torch.where(drop[:, None], enc.empty_ids, enc.ids[idx])  # (B, 16)
-        text = m.text_encoder(ids.to(dev))[0]
-    else:
-        text = torch.where(drop.to(dev)[:, None, None], enc.empty_text, enc.text[idx])  # (B, 16, 64)
-    return F.mse_loss(m.unet(noisy, t, encoder_hidden_states=text).sample, noise)
+    if token_ids:
+        return noisy, t, noise, torch.where(drop[:, None], enc.empty_ids, enc.ids[idx]).to(dev)  # (B, 16)
+    return noisy, t, noise, torch.where(drop.to(dev)[:, None, None], enc.empty_text, enc.text[idx])  # (B, 16, 64)
 
 
 @torch.no_grad()

@@ -9,8 +9,9 @@ prompt); `early_stopping_step` picks a checkpoint from a validation signal.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 from diffusers import StableDiffusionPipeline
 
@@ -21,6 +22,7 @@ from lorakit.data import IMAGE_SIZE, Attributes, ShapesDataset
 from lorakit.diffusion import TrainConfig, require_config
 from lorakit.finetune import Prior, train
 from lorakit.pipeline import generate
+from lorakit.stacked import train_stacked
 from lorakit.seeds import CLASS_IMAGES_SEED, VALIDATION_OFFSET, seeded
 
 
@@ -77,6 +79,48 @@ def train_dreambooth(
         losses = train(pipe, instance, config, prior=prior, progress=progress, on_step=saver)
         seconds = time.perf_counter() - start  # includes checkpoint writes (a few ms each)
     return Run(losses, seconds, saver.paths if saver is not None else {})
+
+
+def train_dreambooth_seeds(
+    pipes: Sequence[StableDiffusionPipeline],
+    instance: ShapesDataset,
+    config: TrainConfig,
+    seeds: Sequence[int],
+    rank: int = 4,
+    dropout: float = 0.0,
+    conv: bool = True,
+    prior: Prior | None = None,
+    checkpoints: Sequence[Checkpoints] | None = None,
+    progress: bool = False,
+) -> list[Run]:
+    """`train_dreambooth` once per seed, pipes[k] with seeds[k], all seeds trained together (`lorakit.stacked`).
+
+    Each adapter starts from its seed's init and sees its seed's batches, as in `train_dreambooth`;
+    LoRA dropout's masks are drawn differently, and float rounding differs. `config.seed` is replaced
+    by each seed. A run's `seconds` is the stacked run's time divided by the number of seeds.
+    """
+    config = require_config(config, default_lr=DREAMBOOTH_CONFIG.lr)
+    if len(seeds) != len(pipes):
+        raise ValueError(f"one seed per pipeline: got {len(seeds)} seeds for {len(pipes)} pipelines")
+    if prior is not None and not isinstance(prior, Prior):
+        raise TypeError(f"prior must be a Prior (e.g. Prior(class_images(...))), got {type(prior).__name__}")
+    if checkpoints is not None and len(checkpoints) != len(pipes):
+        raise ValueError(f"one Checkpoints per seed: got {len(checkpoints)} for {len(seeds)} seeds")
+    configs = [replace(config, seed=s) for s in seeds]  # checks each seed
+    savers = [None] * len(pipes)
+    if checkpoints is not None:  # checked (and refused) before any adapter is added
+        savers = [CheckpointSaver(p, c.folder, c.every, overwrite=c.overwrite) for p, c in zip(pipes, checkpoints)]
+    for pipe, c, saver in zip(pipes, configs, savers):
+        with seeded(c.seed):  # the A factors' init, as train_dreambooth draws it
+            add_adapter(pipe, rank=rank, dropout=dropout, conv=conv, seed=None)
+        if saver is not None:
+            saver(0, float("nan"))
+    start = time.perf_counter()
+    with seeded(configs[0].seed):  # LoRA dropout's masks
+        losses = train_stacked(pipes, instance, configs, prior.data if prior else None, prior.weight if prior else 1.0,
+                               on_step=savers if checkpoints is not None else None, progress=progress)
+    seconds = (time.perf_counter() - start) / len(pipes)
+    return [Run(loss, seconds, saver.paths if saver is not None else {}) for loss, saver in zip(losses, savers)]
 
 
 def class_images(

@@ -259,13 +259,15 @@ def finetune(
     return pipe, history
 
 
-def peak_training_memory(method: str, rank: int = 4, steps: int = 5) -> int:
-    """Peak RSS rise while fine-tuning `steps` steps, measured in a fresh Python process.
+def peak_training_memory(method: str, rank: int = 4, steps: int = 5, batch_size: int = 32) -> int:
+    """Peak RSS rise while fine-tuning `steps` steps at `batch_size`, measured in a fresh Python process.
 
     A fresh process, because memory freed by earlier runs in this one is reused by the allocator
     and would hide part of the peak.
     """
-    code = f"from lorakit.finetune import _memory_probe; _memory_probe({method!r}, {int(rank)}, {int(steps)})"
+    require_whole("batch_size", batch_size)
+    code = (f"from lorakit.finetune import _memory_probe; "
+            f"_memory_probe({method!r}, {int(rank)}, {int(steps)}, {int(batch_size)})")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     if done.returncode != 0:
@@ -273,7 +275,7 @@ def peak_training_memory(method: str, rank: int = 4, steps: int = 5) -> int:
     return int(done.stdout.strip().splitlines()[-1])
 
 
-def _memory_probe(method: str, rank: int, steps: int) -> None:
+def _memory_probe(method: str, rank: int, steps: int, batch_size: int = 32) -> None:
     """Run in a subprocess by peak_training_memory: print the peak RSS rise in bytes."""
     from lorakit.data import make_dataset
     from lorakit.pipeline import load_pipeline
@@ -281,5 +283,5 @@ def _memory_probe(method: str, rank: int, steps: int) -> None:
     pipe = load_pipeline(device="cpu")
     data = encode_data(pipe, make_dataset(64, seed=0, include=["orange"]))
     with measure_peak_memory("cpu") as peak:
-        finetune(pipe, data, TrainConfig(steps=steps), method=method, rank=rank, progress=False)
+        finetune(pipe, data, TrainConfig(steps=steps, batch_size=batch_size), method=method, rank=rank, progress=False)
     print(peak.peak_bytes)

@@ -159,16 +159,6 @@ def nearest_train_distance(generated, train) -> torch.Tensor:
     return torch.cdist(g, t).min(dim=1).values / g.shape[1] ** 0.5
 
 
-def mean_spread(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and spread (half the max-min range) of a measurement over seeds."""
-    return float(np.mean(values)), float(np.ptp(values) / 2)
-
-
-def within_spread(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """Do two (mean, spread) pairs overlap, i.e. differ by no more than their spreads together?"""
-    return abs(a[0] - b[0]) <= a[1] + b[1]
-
-
 def bootstrap_ci(values: Sequence[float], statistic: Callable[[np.ndarray], float] = np.mean,
                  level: float = 0.95, n_resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of `statistic` over the values (one per seed); a single value gives [v, v]."""

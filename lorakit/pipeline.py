@@ -253,19 +253,47 @@ def generate(
     Warns about words the model never saw in training (they are spelled out letter by letter).
     Extra keyword arguments go to the pipeline call (e.g. cross_attention_kwargs).
     """
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    _check_generate_args(prompts, num_inference_steps, guidance_scale, n_per_prompt, seed)
+    return generate_groups(pipe, [(prompts, seed, n_per_prompt)], num_inference_steps, guidance_scale, **kwargs)[0]
+
+
+def generate_groups(
+    pipe: StableDiffusionPipeline,
+    groups: Sequence[tuple[Sequence[str] | str, int, int]],
+    num_inference_steps: int = DEFAULT_STEPS,
+    guidance_scale: float = DEFAULT_GUIDANCE,
+    **kwargs,
+) -> list[torch.Tensor]:
+    """Several `generate` calls in one batch: groups of (prompts, seed, n_per_prompt), one image tensor per group.
+
+    Each group's images are those `generate(pipe, prompts, seed, n_per_prompt=...)` makes (the same
+    seeds), up to float rounding; one batch of many images costs less per image than several small ones.
+    """
+    prompts, seeds, sizes = [], [], []
+    for group_prompts, seed, n_per_prompt in groups:
+        group_prompts = [group_prompts] if isinstance(group_prompts, str) else list(group_prompts)
+        _check_generate_args(group_prompts, num_inference_steps, guidance_scale, n_per_prompt, seed)
+        each = [p for p in group_prompts for _ in range(n_per_prompt)]
+        prompts += each
+        seeds += [seed + i for i in range(len(each))]
+        sizes.append(len(each))
+    if not prompts:
+        raise ValueError("no groups given: pass a list of (prompts, seed, n_per_prompt)")
+    unknown = sorted({w for p in prompts for w in unknown_words(p)})
+    if unknown:
+        warnings.warn(f"words the tiny model has never seen: {unknown}; it can only guess at them", stacklevel=3)
+    return list(_generate_each(pipe, prompts, seeds, num_inference_steps, guidance_scale, **kwargs).split(sizes))
+
+
+def _generate_each(pipe: StableDiffusionPipeline, prompts: list[str], seeds: list[int], num_inference_steps: int,
+                   guidance_scale: float, **kwargs) -> torch.Tensor:
+    """One image per (prompt, seed), as uint8 (B, 3, 32, 32), in one pipeline call."""
     accepted = inspect.signature(pipe.__call__).parameters
     unknown = sorted(k for k in kwargs if k not in accepted)
     if unknown:  # diffusers would drop them silently
         raise TypeError(f"generate() got keyword(s) {unknown} that neither it nor the pipeline takes (the pipeline "
                         "would ignore them silently); e.g. num_inference_steps=, guidance_scale=, cross_attention_kwargs=")
-    prompts = [p for p in prompts for _ in range(n_per_prompt)]
-    unknown = sorted({w for p in prompts for w in unknown_words(p)})
-    if unknown:
-        warnings.warn(f"words the tiny model has never seen: {unknown}; it can only guess at them", stacklevel=2)
     # Noise is drawn on the CPU whatever the device, so a seed gives the same image on a laptop and a GPU.
-    generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(len(prompts))]
+    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
     with torch.no_grad():
         out = pipe(
             prompt=prompts,

@@ -71,16 +71,20 @@ def _judge_audit(results: dict[str, dict]) -> str:
                      f"{a['pixel_rules_on_round_trips'][g]:.1%} |")
     lines += ["", f"The bar: {a['bar']:.0%} per attribute. {unreadable} of {a['images']} images show no recognisable shape "
               f"to the pixel rules, {sum(a['no_object'].values())} no object to the judge. "
-              "Situations: " + ", ".join(a["by_situation"]) + ". The same audit on the images of notebooks 04, 04b and 07 "
+              "Situations: " + ", ".join(a["by_situation"]) + ". The same audit on the images of notebooks 04, 04b, 07 and 07b "
               "(agreement on readable images / on all images):", "",
               "| notebook | images | no shape (pixel rules) | no object (judge) | " + " | ".join(_ATTRIBUTES) + " |",
               "|---|---|---|---|" + "---|" * len(_ATTRIBUTES)]
-    for notebook in ("01_tiny_stable_diffusion", "04_mode_collapse", "04b_collapse_remedies", "07_lora_as_a_control"):
+    for notebook in AUDITED:
         n = results[notebook]["judge_audit"]
         lines.append(f"| {notebook_number(notebook)} | {n['images']} | {sum(n['unreadable'].values())} | "
                      f"{sum(n['no_object'].values())} | " + " | ".join(
             f"{n['agreement'][g]:.1%} / {n['agreement_all'][g]:.1%}" for g in _ATTRIBUTES) + " |")
     return "\n".join(lines)
+
+
+AUDITED = ("01_tiny_stable_diffusion", "04_mode_collapse", "04b_collapse_remedies", "07_lora_as_a_control",
+           "07b_erasing_a_colour")  # the notebooks that audit the judge on their own images
 
 
 def _mean_ci(values: list[float], digits: int = 2) -> str:
@@ -91,7 +95,8 @@ def _mean_ci(values: list[float], digits: int = 2) -> str:
 def _lora_vs_full(results: dict[str, dict]) -> str:
     r = results["03_lora_vs_full_finetuning"]
     table, base = r["table"], r["base_model"]
-    lines = [f"Seeds {r['seeds']}, {r['steps']} steps; mean ± half the range over seeds where a ± is shown.", "",
+    lines = [f"Seeds {r['seeds']}, {r['steps']} steps, {r['n_per_prompt']} images per prompt; mean [95% bootstrap CI] "
+             "over seeds where an interval is shown (the other rows: seed 0's run).", "",
              "| | " + " | ".join(row["method"] for row in table) + " | base model |", "|---" * (len(table) + 2) + "|"]
     for key in (k for k in table[0] if k != "method"):
         lines.append(f"| {key} | " + " | ".join(str(row[key]) for row in table) + " | "
@@ -144,13 +149,22 @@ def _files(results: dict[str, dict]) -> str:
 
 
 def _erasers(results: dict[str, dict]) -> str:
-    r = results["07_lora_as_a_control"]["erasure"]
-    cols = ["erasure rate", "collateral (drop on other prompts)", "red prompts: shape right", "training seconds"]
+    r = results["07b_erasing_a_colour"]
+    cols = ["erasure rate", "collateral", "red prompts: shape right", "training seconds"]
     lines = ["| eraser | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, v in r.items():
-        cells = ["—" if v.get(c) is None else f"{v[c]:.0f}" if c == "training seconds" else f"{v[c]:.2f}" for c in cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+
+    def cell(value: float | list[float] | None, col: str) -> str:
+        """A number, or a mean over seeds with its 95% interval; seconds per seed as a whole number."""
+        if value is None:
+            return "—"
+        if col == "training seconds":
+            return f"{value[0]:.0f}"
+        return f"{value:.2f}" if isinstance(value, (int, float)) else "{:.2f} [{:.2f}, {:.2f}]".format(*value)
+
+    for name, v in r["erasure"].items():
+        lines.append(f"| {name} | " + " | ".join(cell(v.get(c), c) for c in cols) + " |")
+    return "\n".join(lines + ["", f"Erasers: mean [95% bootstrap interval] over training seeds {r['seeds']}; "
+                               "training seconds per seed (the seeds train together)."])
 
 
 def _pretraining(report: dict) -> str:

@@ -9,6 +9,7 @@ import torch
 from lorakit.audit import AGREEMENT_BAR, audit_judge, audit_situations
 from lorakit.data import ATTRIBUTES, BACKGROUND
 from lorakit.plotting import show_audit
+from lorakit.report import AUDITED
 from lorakit.results import load_results
 
 
@@ -75,8 +76,7 @@ def test_images_with_no_shape_are_counted_apart_not_as_agreement(situations, cla
     assert len(figures) == (2 if audit.disagreements else 1) and "no recognisable shape" in figures[-1]._suptitle.get_text()
 
 
-@pytest.mark.parametrize("notebook", ["01_tiny_stable_diffusion", "04_mode_collapse", "04b_collapse_remedies",
-                                      "07_lora_as_a_control"])
+@pytest.mark.parametrize("notebook", AUDITED)
 def test_every_committed_judge_audit_meets_the_bar_on_readable_images(notebook):
     """The audits the committed notebooks saved (full mode) reach the bar on every attribute's readable images,
     and say how far they are from it on all images (no recognisable shape counted as a disagreement)."""

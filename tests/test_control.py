@@ -9,6 +9,7 @@ from lorakit.control import (
     keep_targets,
     slider_targets,
     train_control,
+    train_control_seeds,
 )
 from lorakit.data import make_dataset
 from lorakit.diffusion import TrainConfig, encode_data
@@ -52,6 +53,23 @@ def test_slider_trains_only_the_adapter_and_scale_zero_is_the_base_model(latents
     assert torch.allclose(_unet_output(pipe), _unet_output(base), atol=1e-6)
     pipe.unet.set_adapters(["size"], weights=[1.0])
     assert not torch.allclose(_unet_output(pipe), _unet_output(base), atol=1e-6)
+
+
+def test_stacked_erasers_match_erasers_trained_alone(latents):
+    targets, config = erasure_targets("red", ["large"], ["circle"]), TrainConfig(steps=2, lr=1e-3, batch_size=4)
+    alone = []
+    for seed in (0, 1):
+        pipe = add_control_adapter(load_pipeline(device="cpu"), targets=CROSS_ATTENTION_KV, name="erase", seed=seed)
+        losses, _ = train_control(pipe, latents, targets, "erasure", TrainConfig(steps=2, lr=1e-3, batch_size=4, seed=seed),
+                                  name="erase", progress=False)
+        alone.append((losses, _unet_output(pipe)))
+    pipes = [add_control_adapter(load_pipeline(device="cpu"), targets=CROSS_ATTENTION_KV, name="erase", seed=s) for s in (0, 1)]
+    stacked = train_control_seeds(pipes, latents, targets, "erasure", config, [0, 1], name="erase", progress=False)
+    for pipe, (losses, _), (losses_alone, output_alone) in zip(pipes, stacked, alone):
+        assert losses == pytest.approx(losses_alone, rel=1e-4)
+        torch.testing.assert_close(_unet_output(pipe), output_alone, rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="one seed per pipeline"):
+        train_control_seeds(pipes, latents, targets, "erasure", config, [0], name="erase")
 
 
 def test_keep_targets_ask_for_no_change(latents):

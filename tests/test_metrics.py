@@ -7,13 +7,11 @@ from lorakit.metrics import (
     attribute_accuracy,
     frechet_distance,
     image_vendi,
-    mean_spread,
     nearest_train_distance,
     object_area,
     position_spread,
     precision_recall_density_coverage,
     vendi_score,
-    within_spread,
 )
 
 rng = np.random.default_rng(0)
@@ -127,8 +125,3 @@ def test_vendi_matches_friedman_and_dieng_reference_package(seed):
     rng = np.random.default_rng(seed)
     for x in (rng.normal(size=(40, 8)), np.abs(rng.normal(size=(25, 96))), np.repeat(rng.normal(size=(3, 5)), 4, 0)):
         assert vendi_score(x) == pytest.approx(float(vendi.score_X(x, q=1, normalize=True)), abs=1e-6)
-
-
-def test_mean_spread_and_overlap():
-    assert mean_spread([1.0, 3.0, 2.0]) == (2.0, 1.0)
-    assert within_spread((2.0, 1.0), (3.5, 0.5)) and not within_spread((2.0, 0.4), (3.0, 0.5))

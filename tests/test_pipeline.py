@@ -13,7 +13,7 @@ from diffusers.utils import convert_state_dict_to_diffusers
 
 from lorakit.evaluation import score_prompts
 from lorakit.paths import PIPELINE_DIR
-from lorakit.pipeline import LORA_TARGETS, build_pipeline, generate, load_pipeline, parameter_counts
+from lorakit.pipeline import LORA_TARGETS, build_pipeline, generate, generate_groups, load_pipeline, parameter_counts
 from lorakit.pretrain import save_pipeline_atomic
 
 PROMPTS = ["a large red circle", "a small blue square", "a large yellow triangle", "a small green circle"]
@@ -41,6 +41,15 @@ def test_generation_is_seeded_per_image(pipe):
     a = generate(pipe, ["a large red circle", "a small blue square"], seed=5, num_inference_steps=5)
     b = generate(pipe, ["a small blue square"], seed=6, num_inference_steps=5)
     assert torch.equal(a[1], b[0]), "image i uses seed + i whatever the batch"
+
+
+def test_generate_groups_makes_each_groups_images_in_one_batch(pipe):
+    groups = [("a large red circle", 5, 2), (["a small blue square", "a large green triangle"], 40, 1)]
+    together = generate_groups(pipe, groups, num_inference_steps=5)
+    for images, (prompts, seed, n) in zip(together, groups):
+        torch.testing.assert_close(images.float(), generate(pipe, prompts, seed, 5, n_per_prompt=n).float(), atol=1, rtol=0)
+    with pytest.raises(ValueError, match="no groups"):
+        generate_groups(pipe, [])
 
 
 def test_save_load_round_trip_gives_identical_images(pipe, tmp_path):
