@@ -143,8 +143,9 @@ def train_control_seeds(
         if name not in adapters:
             raise ValueError(f"the UNet has no adapter named {name!r} (it has {adapters or 'none'}): "
                              "add one with add_control_adapter(pipe, name=...) and pass the same name here")
+    stack = StackedAdapters(pipes, name)  # checks that the adapters match before anything changes
+    for pipe in pipes:
         pipe.unet.set_adapters([name], weights=[1.0])  # the only active adapter (peft keeps an active adapter trainable)
-    stack = StackedAdapters(pipes, name)  # checks that the adapters match before anything trains
     pipe, unet = pipes[0], pipes[0].unet  # the carrier: its UNet computes every seed's adapter
     prompts = sorted({p for t in targets for p in (t.prompt, t.plus, t.minus)})
     row = {p: i for i, p in enumerate(prompts)}

@@ -22,8 +22,8 @@ from lorakit.data import IMAGE_SIZE, Attributes, ShapesDataset
 from lorakit.diffusion import TrainConfig, require_config
 from lorakit.finetune import Prior, train
 from lorakit.pipeline import generate
-from lorakit.stacked import train_stacked
 from lorakit.seeds import CLASS_IMAGES_SEED, VALIDATION_OFFSET, seeded
+from lorakit.stacked import train_stacked
 
 
 @dataclass

@@ -68,7 +68,7 @@ PARTS = {
     0: {"paths", "config", "devices", "timing", "memory", "arguments", "seeds"},
     1: {"data", "tokenizer", "pipeline", "pixels", "classifier", "metrics", "evaluation", "diffusion", "pretrain"},
     2: {"lora", "adapters", "formats", "merge", "extract"},
-    3: {"finetune", "dreambooth", "control", "concepts", "collapse", "interpolation", "audit"},
+    3: {"finetune", "stacked", "dreambooth", "control", "concepts", "collapse", "interpolation", "audit"},
     4: {"check", "claims", "verdicts", "results", "report", "plotting", "widgets", "envcheck", "__main__", "__init__"},
 }
 
