@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 LAB_ARGS ?=
 # Jupyter refuses to start as root (containers, CI) unless told to
 AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
@@ -19,8 +20,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-lab: $(STAMP)
+lab: $(STAMP) $(LAB_SETTINGS)
 	$(BIN)/jupyter lab $(AS_ROOT) $(LAB_ARGS) notebooks/
+
+# JupyterLab's defaults for this environment (the venv's app settings, not the user's): no news pop-up,
+# no update check. A room without internet should not be asked about either.
+$(LAB_SETTINGS): $(STAMP)
+	mkdir -p $(dir $@)
+	printf '%s\n' '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' > $@
 
 # Unit tests, then every notebook executed in quick mode under nbval.
 test: $(STAMP)

@@ -150,7 +150,8 @@ def _files(results: dict[str, dict]) -> str:
 
 def _erasers(results: dict[str, dict]) -> str:
     r = results["07b_erasing_a_colour"]
-    cols = ["erasure rate", "collateral", "red prompts: shape right", "training seconds"]
+    cols = ["erasure rate", "erasure rate, images with an object", "collateral", "red prompts: shape right",
+            "training seconds"]
     lines = ["| eraser | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
 
     def cell(value: float | list[float] | None, col: str) -> str:
@@ -158,7 +159,7 @@ def _erasers(results: dict[str, dict]) -> str:
         if value is None:
             return "—"
         if col == "training seconds":
-            return f"{value[0]:.0f}"
+            return f"{value:.0f}"
         return f"{value:.2f}" if isinstance(value, (int, float)) else "{:.2f} [{:.2f}, {:.2f}]".format(*value)
 
     for name, v in r["erasure"].items():

@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import signal
@@ -89,6 +90,11 @@ def test_make_lab_serves_the_notebooks():
                 time.sleep(1)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=10) as response:
             assert b"JupyterLab" in response.read()
+        # no news pop-up and no update check in a room without internet: the environment's defaults say so
+        settings = f"http://127.0.0.1:{port}/lab/api/settings/@jupyterlab/apputils-extension:notification?token={token}"
+        with urllib.request.urlopen(settings, timeout=10) as response:
+            schema = json.loads(response.read())["schema"]["properties"]
+        assert schema["fetchNews"]["default"] == "false" and schema["checkForUpdates"]["default"] is False
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
