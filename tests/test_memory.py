@@ -1,5 +1,8 @@
 """Counting training bytes and measuring peak memory."""
 
+import mmap
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -16,8 +19,11 @@ def test_training_bytes_and_peak_memory():
     assert counted.trainable_params == 5050 and counted.param_bytes == 5050 * 4
     assert counted.optimizer_bytes >= 2 * 5050 * 4
     with measure_peak_memory("cpu") as peak:
-        block = torch.ones(64 * 2**20 // 4)  # 64 MiB
-        del block
+        # fresh anonymous pages: a tensor could reuse memory an earlier test freed but the allocator kept resident
+        block = mmap.mmap(-1, 64 * 2**20)  # 64 MiB
+        block.write(b"\x01" * len(block))
+        time.sleep(0.05)  # several sampling intervals while the pages are resident
+        block.close()
     assert peak.peak_bytes >= 32 * 2**20
 
 
