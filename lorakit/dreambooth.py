@@ -117,8 +117,8 @@ def train_dreambooth_seeds(
             saver(0, float("nan"))
     start = time.perf_counter()
     with seeded(configs[0].seed):  # LoRA dropout's masks
-        losses = train_stacked(pipes, instance, configs, prior.data if prior else None, prior.weight if prior else 1.0,
-                               on_step=savers if checkpoints is not None else None, progress=progress)
+        losses = train_stacked(pipes, instance, configs, prior, on_step=savers if checkpoints is not None else None,
+                               progress=progress)
     seconds = (time.perf_counter() - start) / len(pipes)
     return [Run(loss, seconds, saver.paths if saver is not None else {}) for loss, saver in zip(losses, savers)]
 

@@ -100,12 +100,7 @@ def train(
     if not params:
         raise ValueError("nothing to train: add a LoRA (lorakit.lora.add_lora or unet.add_adapter), "
                          "or unfreeze the UNet for full fine-tuning (pipe.unet.requires_grad_(True))")
-    if config.augment:
-        if isinstance(data, EncodedData):
-            raise ValueError("augment=True needs images (a ShapesDataset), not already encoded data")
-        data = augmented(data)
-    enc = data if isinstance(data, EncodedData) else encode_data(pipe, data)
-    prior_enc = None if prior is None else prior.data if isinstance(prior.data, EncodedData) else encode_data(pipe, prior.data)
+    enc, prior_enc = encoded_training_data(pipe, data, config, prior)
     denoiser = Denoiser.of(pipe)
     opt = optimizer if optimizer is not None else torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
@@ -125,6 +120,20 @@ def train(
     pipe.unet.eval()
     pipe.text_encoder.eval()
     return losses
+
+
+def encoded_training_data(
+    pipe: StableDiffusionPipeline, data: ShapesDataset | EncodedData, config: TrainConfig, prior: Prior | None = None
+) -> tuple[EncodedData, EncodedData | None]:
+    """The training data (every augmented view if `config.augment`) and the prior's, encoded once by `pipe`."""
+    _check_data(data, "data")
+    if config.augment:
+        if isinstance(data, EncodedData):
+            raise ValueError("augment=True needs images (a ShapesDataset), not already encoded data")
+        data = augmented(data)
+    enc = data if isinstance(data, EncodedData) else encode_data(pipe, data)
+    prior_enc = None if prior is None else prior.data if isinstance(prior.data, EncodedData) else encode_data(pipe, prior.data)
+    return enc, prior_enc
 
 
 @dataclass

@@ -26,16 +26,16 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 from tqdm.auto import tqdm
 
-from lorakit.data import ShapesDataset, augmented
+from lorakit.data import ShapesDataset
 from lorakit.diffusion import (
     Denoiser,
     EncodedData,
     TrainConfig,
-    encode_data,
     optimizer_step,
     require_config,
     training_batch,
 )
+from lorakit.finetune import Prior, encoded_training_data
 
 
 class GroupedLinear(nn.Module):
@@ -147,8 +147,7 @@ def train_stacked(
     pipes: Sequence[StableDiffusionPipeline],
     data: ShapesDataset | EncodedData,
     configs: Sequence[TrainConfig],
-    prior_data: ShapesDataset | EncodedData | None = None,
-    prior_weight: float = 1.0,
+    prior: Prior | None = None,
     on_step: Sequence[Callable[[int, float], None] | None] | None = None,
     progress: bool = False,
 ) -> list[list[float]]:
@@ -167,10 +166,7 @@ def train_stacked(
     config = configs[0]
     stack = StackedAdapters(pipes)  # checks the adapters before anything trains
     carrier = pipes[0]
-    if config.augment:
-        data = augmented(data)
-    enc = data if isinstance(data, EncodedData) else encode_data(carrier, data)
-    prior_enc = None if prior_data is None else prior_data if isinstance(prior_data, EncodedData) else encode_data(carrier, prior_data)
+    enc, prior_enc = encoded_training_data(carrier, data, config, prior)
     text_trains = any(p.requires_grad for p in carrier.text_encoder.parameters())
     m = Denoiser.of(carrier)
     gens = [torch.Generator().manual_seed(c.seed) for c in configs]
@@ -189,7 +185,7 @@ def train_stacked(
             text = m.text_encoder(condition)[0] if text_trains else condition
             error = (m.unet(noisy, t, encoder_hidden_states=text).sample - noise).pow(2)
             per = error.mean(dim=(1, 2, 3)).view(len(pipes), -1, config.batch_size).mean(2)  # (K, P): instance, prior
-            seed_loss = per[:, 0] + (prior_weight * per[:, 1] if prior_enc is not None else 0.0)  # (K,)
+            seed_loss = per[:, 0] + (prior.weight * per[:, 1] if prior is not None else 0.0)  # (K,)
             optimizer_step(opt, seed_loss.sum(), step, config.lr)
             for k, value in enumerate(seed_loss.tolist()):
                 losses[k].append(value)
