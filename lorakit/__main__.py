@@ -69,7 +69,8 @@ def _pretrain(args: argparse.Namespace) -> None:
 def _train_adapters(args: argparse.Namespace) -> None:
     from lorakit.concepts import train_adapters
 
-    train_adapters(args.out, steps=args.steps, seed=args.seed, device=args.device, overwrite=args.overwrite)
+    seeds = {"seeds": args.seeds} if args.seeds else {}  # default: the shipped seeds, lorakit.concepts.SEEDS
+    train_adapters(args.out, steps=args.steps, device=args.device, overwrite=args.overwrite, **seeds)
 
 
 def _readme(args: argparse.Namespace) -> None:
@@ -123,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     ada = sub.add_parser("train-adapters", help="train the concept adapters notebook 05 mixes (shipped: data/adapters)")
     _common(ada, RUNS_DIR / "adapters", "folder of concept adapters")
     ada.add_argument("--steps", type=_positive_int, default=250)
-    ada.add_argument("--seed", type=_non_negative_int, default=0)
+    ada.add_argument("--seeds", type=_non_negative_int, nargs="+",
+                     help="one training run per seed, trained together (shipped: 0 1 2 3 4; seed 0 is <concept>.safetensors)")
     ada.set_defaults(func=_train_adapters)
 
     readme = sub.add_parser("readme", help="rewrite README.md's result tables from notebooks/results/")

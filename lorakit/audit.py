@@ -29,11 +29,11 @@ from lorakit.adapters import load_adapter
 from lorakit.concepts import adapter_path
 from lorakit.data import ATTRIBUTES, HELD_OUT, as_uint8
 from lorakit.merge import Mixer
-from lorakit.metrics import bootstrap_ci
+from lorakit.metrics import proportion_ci
 from lorakit.pipeline import generate
 from lorakit.pixels import pixel_words
 
-AGREEMENT_BAR = 0.95  # the judge is trusted on an attribute when it agrees with the pixel rules this often
+AGREEMENT_BAR = 0.95  # the judge is trusted on an attribute when its agreement with the pixel rules (95% CI) reaches this
 BLEND_TS = (0.25, 0.5, 0.75)
 BLEND_PROMPT = "a large orange striped circle"
 
@@ -60,7 +60,7 @@ class JudgeAudit:
 
     counts: dict[str, int]  # situation -> images
     agreement: dict[str, float]  # attribute -> share of the readable images on which both judges agree
-    ci: dict[str, tuple[float, float]]  # attribute -> 95% bootstrap interval of that share (over images)
+    ci: dict[str, tuple[float, float]]  # attribute -> 95% interval of that share (Wilson, over images)
     agreement_all: dict[str, float]  # attribute -> share of all images, an unreadable one counted as disagreeing
     ci_all: dict[str, tuple[float, float]]
     by_situation: dict[str, dict[str, float]]  # situation -> attribute -> agreement (NaN: nothing readable)
@@ -70,9 +70,11 @@ class JudgeAudit:
     images: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     classifier: AttributeClassifier | None = field(default=None, repr=False)
 
-    def passes(self, bar: float = AGREEMENT_BAR, readable_only: bool = True) -> dict[str, bool]:
-        """Per attribute: does the agreement (on readable images, or on all) reach the bar?"""
-        return {g: a >= bar for g, a in (self.agreement if readable_only else self.agreement_all).items()}
+    def standing(self, bar: float = AGREEMENT_BAR, readable_only: bool = True) -> dict[str, str]:
+        """Per attribute, the agreement's 95% interval (on readable images, or on all) against the bar: "meets"
+        (wholly at or above it), "below" (wholly below) or "inconclusive" (the interval contains the bar)."""
+        cis = self.ci if readable_only else self.ci_all
+        return {g: "meets" if lo >= bar else "below" if hi < bar else "inconclusive" for g, (lo, hi) in cis.items()}
 
     def rows(self) -> list[dict[str, object]]:
         """One row per situation plus an "all" row: images, unreadable images and agreement per attribute."""
@@ -90,12 +92,12 @@ class JudgeAudit:
                  + " ".join(f"{g:>7s}" for g in ATTRIBUTES)]
         lines += [f"{r['situation']:{width}s} {r['images']:6d} {r['unreadable']:8d} {r['no_object']:9d} "
                   + " ".join(f"{r[g]:7.1%}" if r[g] == r[g] else f"{'-':>7s}" for g in ATTRIBUTES) for r in self.rows()]
-        verdict = {True: "meets", False: "BELOW"}
+        verdict = {"meets": "meets", "below": "BELOW", "inconclusive": "inconclusive against"}
         for g in ATTRIBUTES:
             (lo, hi), (lo_all, hi_all) = self.ci[g], self.ci_all[g]
             lines.append(f"{g:7s} agreement {self.agreement[g]:.1%} on readable images (95% CI {lo:.1%}-{hi:.1%}): "
-                         f"{verdict[self.passes()[g]]} the {AGREEMENT_BAR:.0%} bar; on all images {self.agreement_all[g]:.1%} "
-                         f"({lo_all:.1%}-{hi_all:.1%}): {verdict[self.passes(readable_only=False)[g]]} it")
+                         f"{verdict[self.standing()[g]]} the {AGREEMENT_BAR:.0%} bar; on all images {self.agreement_all[g]:.1%} "
+                         f"({lo_all:.1%}-{hi_all:.1%}): {verdict[self.standing(readable_only=False)[g]]} it")
         both = sum(len(set(self.unreadable[s]) & set(self.no_object[s])) for s in self.counts)
         unreadable, no_object = (sum(len(v) for v in d.values()) for d in (self.unreadable, self.no_object))
         lines.append(f"no shape (pixel rules): {_images(unreadable)} with no object or a blob unlike any rendered shape; "
@@ -132,6 +134,7 @@ class JudgeAudit:
                 "ci": {g: [round(lo, 4), round(hi, 4)] for g, (lo, hi) in self.ci.items()},
                 "agreement_all": {g: round(a, 4) for g, a in self.agreement_all.items()},
                 "ci_all": {g: [round(lo, 4), round(hi, 4)] for g, (lo, hi) in self.ci_all.items()},
+                "standing": self.standing(), "standing_all": self.standing(readable_only=False),
                 "by_situation": {s: {g: None if a != a else round(a, 4) for g, a in v.items()}
                                  for s, v in self.by_situation.items()}}
 
@@ -163,8 +166,8 @@ def audit_judge(situations: dict[str, torch.Tensor], classifier: AttributeClassi
     if not agree["shape"]:
         raise ValueError("no image shows a recognisable shape: there is nothing to audit the judge on")
     return JudgeAudit(counts, {g: float(np.mean(v)) for g, v in agree.items()},
-                      {g: bootstrap_ci(v) for g, v in agree.items()}, {g: float(np.mean(v)) for g, v in agree_all.items()},
-                      {g: bootstrap_ci(v) for g, v in agree_all.items()}, by_situation, unreadable, no_object, disagreements,
+                      {g: proportion_ci(v) for g, v in agree.items()}, {g: float(np.mean(v)) for g, v in agree_all.items()},
+                      {g: proportion_ci(v) for g, v in agree_all.items()}, by_situation, unreadable, no_object, disagreements,
                       kept, classifier)
 
 

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from lorakit.claims import claims_table, markdown_table
-from lorakit.metrics import bootstrap_ci
+from lorakit.metrics import mean_ci
 from lorakit.paths import PIPELINE_DIR, REPO_ROOT, atomic_path
 from lorakit.pretrain import REPORT_NAME
 from lorakit.results import RESULTS_DIR, notebook_number
@@ -59,6 +59,9 @@ def _base_quality(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+_MARK = {"meets": "", "inconclusive": "*", "below": "!"}
+
+
 def _judge_audit(results: dict[str, dict]) -> str:
     a = results["01_tiny_stable_diffusion"]["judge_audit"]
     unreadable = sum(a["unreadable"].values())
@@ -69,7 +72,8 @@ def _judge_audit(results: dict[str, dict]) -> str:
         lines.append(f"| {g} | {a['agreement'][g]:.1%} [{lo:.1%}, {hi:.1%}] | {a['agreement_all'][g]:.1%} "
                      f"[{lo_all:.1%}, {hi_all:.1%}] | {a['pixel_rules_on_renders'][g]:.1%} / "
                      f"{a['pixel_rules_on_round_trips'][g]:.1%} |")
-    lines += ["", f"The bar: {a['bar']:.0%} per attribute. {unreadable} of {a['images']} images show no recognisable shape "
+    lines += ["", f"The bar: {a['bar']:.0%} per attribute, met when the whole 95% interval (Wilson, over images) lies at "
+              "or above it; * marks an interval that contains the bar (inconclusive), ! one wholly below it. {unreadable} of {a['images']} images show no recognisable shape "
               f"to the pixel rules, {sum(a['no_object'].values())} no object to the judge. "
               "Situations: " + ", ".join(a["by_situation"]) + ". The same audit on the images of notebooks 04, 04b, 07 and 07b "
               "(agreement on readable images / on all images):", "",
@@ -79,7 +83,7 @@ def _judge_audit(results: dict[str, dict]) -> str:
         n = results[notebook]["judge_audit"]
         lines.append(f"| {notebook_number(notebook)} | {n['images']} | {sum(n['unreadable'].values())} | "
                      f"{sum(n['no_object'].values())} | " + " | ".join(
-            f"{n['agreement'][g]:.1%} / {n['agreement_all'][g]:.1%}" for g in _ATTRIBUTES) + " |")
+            f"{n['agreement'][g]:.1%}{_MARK[n['standing'][g]]} / {n['agreement_all'][g]:.1%}" for g in _ATTRIBUTES) + " |")
     return "\n".join(lines)
 
 
@@ -88,14 +92,14 @@ AUDITED = ("01_tiny_stable_diffusion", "04_mode_collapse", "04b_collapse_remedie
 
 
 def _mean_ci(values: list[float], digits: int = 2) -> str:
-    lo, hi = bootstrap_ci(values)
+    lo, hi = mean_ci(values)
     return f"{np.mean(values):.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def _lora_vs_full(results: dict[str, dict]) -> str:
     r = results["03_lora_vs_full_finetuning"]
     table, base = r["table"], r["base_model"]
-    lines = [f"Seeds {r['seeds']}, {r['steps']} steps, {r['n_per_prompt']} images per prompt; mean [95% bootstrap CI] "
+    lines = [f"Seeds {r['seeds']}, {r['steps']} steps, {r['n_per_prompt']} images per prompt; mean [95% CI] "
              "over seeds where an interval is shown (the other rows: seed 0's run).", "",
              "| | " + " | ".join(row["method"] for row in table) + " | base model |", "|---" * (len(table) + 2) + "|"]
     for key in (k for k in table[0] if k != "method"):
@@ -107,7 +111,7 @@ def _lora_vs_full(results: dict[str, dict]) -> str:
 def _collapse(results: dict[str, dict]) -> str:
     r = {**results["04_mode_collapse"], **results["04b_collapse_remedies"]}  # references from 04, remedies from 04b
     seeds = r["per_seed"]
-    lines = [f"Mean over seeds {r['seeds']} [95% bootstrap CI]; {r['steps']} steps. Diversity: Vendi score of the 16 "
+    lines = [f"Mean over seeds {r['seeds']} [95% CI]; {r['steps']} steps. Diversity: Vendi score of the 16 "
              f"samples the judge accepts as one object, in its feature space (16 photos of the instance: "
              f"{r['reference']['instance_photos_diversity']:.2f}; the same object anywhere: "
              f"{r['reference']['anywhere_diversity']:.2f}).", "",
@@ -164,7 +168,7 @@ def _erasers(results: dict[str, dict]) -> str:
 
     for name, v in r["erasure"].items():
         lines.append(f"| {name} | " + " | ".join(cell(v.get(c), c) for c in cols) + " |")
-    return "\n".join(lines + ["", f"Erasers: mean [95% bootstrap interval] over training seeds {r['seeds']}; "
+    return "\n".join(lines + ["", f"Erasers: mean [95% CI] over training seeds {r['seeds']}; "
                                "training seconds per seed (the seeds train together)."])
 
 

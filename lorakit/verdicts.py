@@ -2,7 +2,8 @@
 
 Every verdict the notebooks save is built here, so a label cannot disagree with its numbers:
 
-- `lorakit.metrics.bootstrap_ci` gives the 95% interval of a statistic over seeds (or samples);
+- `lorakit.metrics.mean_ci` gives the 95% interval of a mean over seeds (Student t; `median_ci` for a
+  median, `bootstrap_ci` for a statistic over many samples);
 - `verdict` applies one rule: the claim holds when the whole interval lies on the claim's side of
   the threshold, does not hold when the whole interval lies on the other side, and is
   "inconclusive" when the interval straddles it;
@@ -19,19 +20,19 @@ from typing import Sequence
 
 import numpy as np
 
-from lorakit.metrics import bootstrap_ci
+from lorakit.metrics import mean_ci
 
 VERDICTS = ("holds", "partly holds", "does not hold", "inconclusive", "not testable here")
 DIRECTIONS = ("above", "below")  # the claim holds when the statistic is above / below the threshold
 FIELDS = ("claim", "verdict", "rule", "statistic", "ci", "threshold", "n_seeds", "evidence", "section")
 
 
-def paired_difference_ci(a: Sequence[float], b: Sequence[float], **kwargs) -> tuple[float, tuple[float, float]]:
-    """Mean of a - b over paired seeds and its bootstrap interval."""
+def paired_difference_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[float, tuple[float, float]]:
+    """Mean of a - b over paired seeds (or samples) and its Student-t interval."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"paired values need the same length, got {len(a)} and {len(b)}")
-    return float((a - b).mean()), bootstrap_ci(a - b, **kwargs)
+    return float((a - b).mean()), mean_ci(a - b, level)
 
 
 def label(ci: Sequence[float], threshold: float, holds_when: str) -> str:

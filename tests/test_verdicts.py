@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from lorakit.metrics import bootstrap_ci
+from lorakit.metrics import bootstrap_ci, mean_ci, median_ci, proportion_ci
 from lorakit.results import RESULTS_DIR
 from lorakit.verdicts import (
     VERDICTS, combine, combine_labels, label, recompute, required, schema_problems, untestable, verdict,
@@ -33,17 +33,50 @@ def test_bad_rules_are_refused():
     with pytest.raises(ValueError, match="n_seeds"):
         verdict("C1", "x", 1.0, (1, 1), 0.5, "above", 0, "")
     with pytest.raises(ValueError, match="finite"):
-        bootstrap_ci([1.0, float("nan")])
+        mean_ci([1.0, float("nan")])
 
 
-def test_bootstrap_interval_covers_the_mean_and_shrinks_with_more_seeds():
+def test_mean_interval_is_students_t():
+    lo, hi = mean_ci([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert (lo + hi) / 2 == pytest.approx(3.0)
+    assert hi - 3.0 == pytest.approx(2.7764451 * np.std([1, 2, 3, 4, 5], ddof=1) / 5 ** 0.5)  # t(4, 0.975)
+    assert mean_ci([0.3, 0.3, 0.3]) == (0.3, 0.3) and mean_ci([0.3]) == (0.3, 0.3)
+
+
+def _coverage(interval, n: int, trials: int = 400) -> float:
+    rng = np.random.default_rng(1)
+    return float(np.mean([lo <= 0 <= hi for lo, hi in (interval(rng.normal(0, 1, n)) for _ in range(trials))]))
+
+
+def test_five_seeds_get_95_percent_coverage_where_a_bootstrap_would_get_85():
+    assert _coverage(mean_ci, 5) > 0.92
+    percentile = lambda x: tuple(np.percentile(x[np.random.default_rng(0).integers(0, len(x), (2000, len(x)))].mean(1),
+                                               [2.5, 97.5]))
+    assert _coverage(percentile, 5) < 0.9  # why the course does not bootstrap over seeds
+
+
+def test_median_interval_is_the_order_statistics_with_binomial_coverage():
+    assert median_ci([3.0, 1.0, 2.0, 5.0, 4.0, 7.0, 6.0]) == (1.0, 7.0)  # 7 values: [min, max] covers 98.4%
+    assert median_ci(list(range(20))) == (5.0, 14.0)  # P(Bin(20, 1/2) <= 5) = 2.07% <= 2.5%
+    assert median_ci([2.0, 1.0, 3.0]) == (1.0, 3.0)  # too few for 95%: the widest interval there is
+
+
+def test_proportion_interval_is_wilsons_and_honest_at_the_edges():
+    lo, hi = proportion_ci([1.0] * 100)
+    assert hi == pytest.approx(1.0) and lo == pytest.approx(0.963, abs=1e-3)  # 100 of 100 is not certainty
+    lo, hi = proportion_ci([1.0] * 90 + [0.0] * 10)
+    assert (lo, hi) == pytest.approx((0.8256, 0.9448), abs=1e-4)  # Wilson's 90 of 100
+    with pytest.raises(ValueError, match="0 or 1"):
+        proportion_ci([0.5, 1.0])
+
+
+def test_bootstrap_interval_over_many_samples_covers_the_mean_and_shrinks():
     rng = np.random.default_rng(0)
-    few, many = rng.normal(1, 1, 5), rng.normal(1, 1, 200)
+    few, many = rng.normal(1, 1, 20), rng.normal(1, 1, 200)
     lo, hi = bootstrap_ci(few)
     assert lo < few.mean() < hi
     lo2, hi2 = bootstrap_ci(many)
     assert hi2 - lo2 < hi - lo
-    assert bootstrap_ci([0.3]) == (0.3, 0.3)
 
 
 def test_combine_labels():
