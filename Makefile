@@ -10,7 +10,7 @@ LAB_ARGS ?=
 # Jupyter refuses to start as root (containers, CI) unless told to
 AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab test unit notebooks readme install clean-venv
+.PHONY: lab test unit notebooks readme student install clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ notebooks: $(STAMP)
 	  LORAKIT_QUICK=0 HF_HUB_OFFLINE=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=1800 --ExecutePreprocessor.store_widget_state=True "$$nb" || exit 1; \
 	done
+
+# The student edition: every notebook with its exercises' solutions stubbed and outputs cleared, in student/.
+# A student notebook that exists is kept (it may hold a learner's work); STUDENT_ARGS=--overwrite replaces it.
+STUDENT_ARGS ?=
+student: $(STAMP)
+	$(BIN)/python -m lorakit student $(STUDENT_ARGS)
 
 # Rewrite README.md's result tables from notebooks/results/ (after `make notebooks`).
 readme: $(STAMP)

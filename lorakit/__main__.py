@@ -83,6 +83,15 @@ def _readme(args: argparse.Namespace) -> None:
     print(f"{README.name}: " + (f"rewrote {stale}" if stale and not args.check else "every generated block is up to date"))
 
 
+def _student(args: argparse.Namespace) -> None:
+    from lorakit.editions import write_student_edition
+
+    notebooks = sorted((RUNS_DIR.parent / "notebooks").glob("[0-9]*.ipynb"))
+    for path, what in write_student_edition(notebooks, args.out, overwrite=args.overwrite).items():
+        print(f"{what:7s} {path}" + (" (yours: kept; --overwrite replaces it, keeping a copy in runs/replaced/)"
+                                     if what == "kept" else ""))
+
+
 def _common(parser: argparse.ArgumentParser, out: Path, what: str) -> None:
     parser.add_argument("--out", type=repo_path, default=out,
                         help=f"where to write the {what} (default: {out.relative_to(RUNS_DIR.parent)}; "
@@ -127,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     ada.add_argument("--seeds", type=_non_negative_int, nargs="+",
                      help="one training run per seed, trained together (shipped: 0 1 2 3 4; seed 0 is <concept>.safetensors)")
     ada.set_defaults(func=_train_adapters)
+
+    student = sub.add_parser("student", help="write the student edition of every notebook (solutions stubbed)")
+    student.add_argument("--out", type=repo_path, default=RUNS_DIR.parent / "student",
+                         help="folder for the student notebooks (default: student/)")
+    student.add_argument("--overwrite", action="store_true",
+                         help="replace student notebooks that exist (your work there is copied to runs/replaced/ first)")
+    student.set_defaults(func=_student)
 
     readme = sub.add_parser("readme", help="rewrite README.md's result tables from notebooks/results/")
     readme.add_argument("--check", action="store_true", help="only check; exit 1 if a table is out of date")

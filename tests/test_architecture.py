@@ -9,9 +9,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "lorakit"
 def _imports() -> dict[str, set[str]]:
     """Module -> the lorakit modules it imports, at module level or inside functions."""
     graph = {}
-    for path in sorted(PACKAGE.glob("*.py")):
-        name = path.stem
-        found = set()
+    for path in sorted([*PACKAGE.glob("*.py"), *PACKAGE.glob("*/*.py")]):
+        name = path.stem if path.parent == PACKAGE else path.parent.name  # a subpackage counts as one module
+        found = graph.get(name, set())
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lorakit."):
                 found.add(node.module.split(".")[1])
@@ -69,7 +69,7 @@ PARTS = {
     1: {"data", "tokenizer", "pipeline", "pixels", "classifier", "metrics", "evaluation", "diffusion", "pretrain"},
     2: {"lora", "adapters", "formats", "merge", "extract"},
     3: {"finetune", "stacked", "dreambooth", "control", "concepts", "collapse", "interpolation", "audit"},
-    4: {"check", "claims", "verdicts", "results", "report", "plotting", "widgets", "envcheck", "__main__", "__init__"},
+    4: {"check", "exercises", "editions", "claims", "verdicts", "results", "report", "plotting", "widgets", "envcheck", "__main__", "__init__"},
 }
 
 

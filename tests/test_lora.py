@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from peft import LoraConfig
 from torch import nn
 
-from lorakit.check import check_lora_layer, check_merge
+from lorakit.exercises.lora import check_lora_layer, check_merge
 from lorakit.lora import (
     LoRALinear,
     add_lora,
@@ -187,7 +187,7 @@ def test_equivalent_to_peft_on_random_weights():
     assert torch.allclose(ours(x), theirs(x), rtol=1e-6, atol=1e-6)
 
 
-# -- lorakit.check catches the typical mistakes ----------------------------------------------
+# -- lorakit.exercises.lora catches the typical mistakes ----------------------------------------------
 
 
 class _Good(nn.Module):
