@@ -1,6 +1,7 @@
-"""Command line: `python -m lorakit train-classifier`, `... pretrain`, `... train-adapters` and `... readme`.
+"""Command line: `python -m lorakit train-classifier`, `... pretrain`, `... train-adapters`, `... student` and
+`... readme`.
 
-Every command writes under runs/ by default and never replaces what is there without --overwrite;
+The training commands write under runs/ by default (`student` writes student/) and never replaces what is there without --overwrite;
 relative paths start at the repository root, whatever the current directory. Replacing a shipped
 model in data/ takes an explicit --out data/... plus --overwrite (the old one is kept in runs/replaced/).
 """
@@ -103,7 +104,7 @@ def _common(parser: argparse.ArgumentParser, out: Path, what: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line's parser: three training commands, each with safe defaults under runs/, and `readme`."""
+    """The command line's parser: three training commands, each with safe defaults under runs/, `student` and `readme`."""
     parser = argparse.ArgumentParser(prog="python -m lorakit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)

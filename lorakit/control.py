@@ -64,6 +64,17 @@ def erasure_targets(concept: str, sizes: Sequence[str], shapes: Sequence[str], a
             for z in sizes for s in shapes]
 
 
+def slider_target(e_c: torch.Tensor, e_plus: torch.Tensor, e_minus: torch.Tensor, scale: float,
+                  eta: float = 1.0) -> torch.Tensor:
+    """Concept Sliders' target at adapter scale s: the frozen prediction for c moved s·η along ε(c+) - ε(c-)."""
+    return e_c + scale * eta * (e_plus - e_minus)
+
+
+def esd_target(e_concept: torch.Tensor, e_anchor: torch.Tensor, eta: float = 1.0) -> torch.Tensor:
+    """ESD's target: the anchor's frozen prediction pushed η away from the concept, ε(a) - η·(ε(c) - ε(a))."""
+    return e_anchor - eta * (e_concept - e_anchor)
+
+
 def keep_targets(prompts: Sequence[str]) -> list[Target]:
     """Prompts the adapter must leave alone: c = c+ = c-, so either target is the frozen prediction itself."""
     return [Target(p, p, p) for p in prompts]
@@ -178,10 +189,10 @@ def train_control_seeds(
             s = scales[step % len(scales)]
             if kind == "slider":
                 e_plus, e_minus, e_c = frozen
-                goal = e_c + s * eta * (e_plus - e_minus)
+                goal = slider_target(e_c, e_plus, e_minus, s, eta)
             else:
                 e_concept, e_anchor = frozen
-                goal = e_anchor - eta * (e_concept - e_anchor)
+                goal = esd_target(e_concept, e_anchor, eta)
             _set_weight(unet, name, s)
             error = (unet(noisy, t, encoder_hidden_states=c).sample - goal).pow(2)  # (K*B, 4, 8, 8)
             seed_loss = error.view(len(pipes), -1).mean(1)  # (K,): each seed's MSE

@@ -11,7 +11,7 @@ from torch import nn
 
 from lorakit import check
 from lorakit.editions import STUB, exercise_names, student_notebook, write_student_edition
-from lorakit.exercises import diffusion, lora
+from lorakit.exercises import control, diffusion, lora
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -32,6 +32,9 @@ CASES = [  # (check, reference, stub)
     (lora.check_lora_layer, lora.ReferenceLoRALinear, _StubLayer),
     (lora.check_merge, lora.reference_merge, _stub),
     (lora.check_add_lora, lora.reference_add_lora, _stub),
+    (control.check_slider_prompts, control.reference_slider_prompts, _stub),
+    (control.check_slider_target, control.reference_slider_target, _stub),
+    (control.check_esd_target, control.reference_esd_target, _stub),
 ]
 
 
@@ -108,6 +111,29 @@ def _add_lora_everywhere(model, targets, layer_cls, rank, alpha):
 ])
 def test_add_lora_mistakes_are_named(answer, hint, capsys):
     assert not lora.check_add_lora(answer)
+    assert hint in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("answer, hint", [
+    (lambda c, s: (f"a {c} {s}", f"a small {c} {s}", f"a large {c} {s}"), "swapped"),
+    (lambda c, s: (f"a large {c} {s}", f"a large {c} {s}", f"a small {c} {s}"), "without a size word"),
+    (lambda c, s: (f"a {c} {s}", f"a {c} {s} large", f"a {c} {s} small"), "differ in that one word"),
+])
+def test_slider_prompt_mistakes_are_named(answer, hint, capsys):
+    assert not control.check_slider_prompts(answer)
+    assert hint in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check_fn, answer, hint", [
+    (control.check_slider_target, lambda c, p, m, s, eta=1.0: c + s * eta * (m - p), "reversed"),
+    (control.check_slider_target, lambda c, p, m, s, eta=1.0: c + eta * (p - m), "both the scale"),
+    (control.check_slider_target, lambda c, p, m, s, eta=1.0: s * eta * (p - m), "start from the frozen"),
+    (control.check_esd_target, lambda c, a, eta=1.0: a + eta * (c - a), "*towards* the concept"),
+    (control.check_esd_target, lambda c, a, eta=1.0: c - eta * (c - a), "anchor's prediction"),
+    (control.check_esd_target, lambda c, a, eta=1.0: a - (c - a), "scale the push by"),
+])
+def test_control_target_mistakes_are_named(check_fn, answer, hint, capsys):
+    assert not check_fn(answer)
     assert hint in capsys.readouterr().out
 
 
@@ -235,3 +261,14 @@ def test_the_nbgrader_route_releases_our_student_edition_and_autogrades_with_the
         scores = {who: gradebook.find_submission("ps1", who).score for who in ("instructor", "learner")}
         max_score = gradebook.find_assignment("ps1").max_score
     assert max_score == len(exercise_names(source)) and scores == {"instructor": max_score, "learner": 0}
+
+
+def test_the_student_command_writes_the_edition_and_keeps_what_is_there(tmp_path, capsys):
+    from lorakit.__main__ import main
+
+    main(["student", "--out", str(tmp_path)])
+    written = sorted(p.name for p in tmp_path.glob("*.ipynb"))
+    assert written == sorted(p.name for p in NOTEBOOKS.glob("[0-9]*.ipynb"))
+    assert "raise NotImplementedError()" in (tmp_path / "02_lora_from_scratch.ipynb").read_text()
+    main(["student", "--out", str(tmp_path)])
+    assert "kept" in capsys.readouterr().out
