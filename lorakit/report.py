@@ -73,7 +73,8 @@ def _judge_audit(results: dict[str, dict]) -> str:
                      f"[{lo_all:.1%}, {hi_all:.1%}] | {a['pixel_rules_on_renders'][g]:.1%} / "
                      f"{a['pixel_rules_on_round_trips'][g]:.1%} |")
     lines += ["", f"The bar: {a['bar']:.0%} per attribute, met when the whole 95% interval (Wilson, over images) lies at "
-              "or above it; * marks an interval that contains the bar (inconclusive), ! one wholly below it. {unreadable} of {a['images']} images show no recognisable shape "
+              "or above it; * marks an interval that contains the bar (inconclusive), ! one wholly below it. "
+              f"{unreadable} of {a['images']} images show no recognisable shape "
               f"to the pixel rules, {sum(a['no_object'].values())} no object to the judge. "
               "Situations: " + ", ".join(a["by_situation"]) + ". The same audit on the images of notebooks 04, 04b, 07 and 07b "
               "(agreement on readable images / on all images):", "",
