@@ -16,17 +16,15 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from diffusers import StableDiffusionPipeline
 
 from lorakit.arguments import require_whole
 from lorakit.adapters import add_adapter, save_adapter
 from lorakit.data import ShapesDataset, concat_datasets, make_dataset
 from lorakit.evaluation import score_prompts
 from lorakit.diffusion import TrainConfig
-from lorakit.finetune import train
 from lorakit.seeds import ADAPTER_CHECK_SEED
 from lorakit.stacked import train_stacked
-from lorakit.paths import DATA_DIR, atomic_folder, atomic_path, check_output_file, check_output_folder, swap_in
+from lorakit.paths import DATA_DIR, atomic_folder, atomic_path, check_output_folder, swap_in
 
 ADAPTERS_DIR = DATA_DIR / "adapters"
 CONCEPTS = ("orange", "striped")  # one held-out colour, one held-out style
@@ -58,18 +56,6 @@ def concept_data(concept: str, n: int = 256, seed: int = 1) -> ShapesDataset:
     return concat_datasets(make_dataset(n, seed=seed, include=[concept]), make_dataset(n, seed=seed + 1))
 
 
-def train_concept_adapter(
-    pipe: StableDiffusionPipeline, concept: str, steps: int = 250, lr: float = LR, seed: int = 0,
-    progress: bool = True,
-) -> list[float]:
-    """Add an adapter named after the concept to `pipe` and train it (notebook 02's recipe); returns the losses.
-
-    lr 1.5e-3 at scale 2 moves ΔW = 2·BA as fast as notebook 02's 3e-3 at scale 1.
-    """
-    add_adapter(pipe, rank=RANK, alpha=ALPHA, name=concept, seed=seed)
-    return train(pipe, concept_data(concept), TrainConfig(steps=steps, lr=lr, seed=seed), progress=progress)
-
-
 def _is_adapters_folder(path: Path) -> bool:
     return all(p.name == "training_report.json" or re.fullmatch(rf"({'|'.join(CONCEPTS)})(-seed\d+)?\.safetensors", p.name)
                for p in path.iterdir())
@@ -79,8 +65,9 @@ def train_adapters(out: str | Path, steps: int = 250, seeds: Sequence[int] = SEE
                    device: str | torch.device | None = None, overwrite: bool = False) -> dict[str, dict]:
     """Train every concept adapter once per seed and write them, with a report, into the folder `out` (atomically).
 
-    A concept's seeds train together (`lorakit.stacked`, each run as `train_concept_adapter` with its
-    seed would). `out` must be new or empty, or (with `overwrite`) a folder of these adapters; the
+    The recipe is notebook 02's: an adapter (rank 4, alpha 8, `add_adapter`) on `concept_data`, trained for
+    `steps` at `LR`; a concept's seeds train together (`lorakit.stacked`), each as `lorakit.finetune.train`
+    would train it alone. `out` must be new or empty, or (with `overwrite`) a folder of these adapters; the
     folder is filled beside `out` and swapped in once every adapter is written.
     """
     from lorakit.pipeline import load_pipeline
