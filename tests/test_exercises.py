@@ -29,7 +29,7 @@ CASES = [  # (check, reference, stub)
     (diffusion.check_guide, diffusion.reference_guide, _stub),
     (diffusion.check_add_noise, diffusion.reference_add_noise, _stub),
     (diffusion.check_noise_loss, diffusion.reference_noise_loss, _stub),
-    (lora.check_lora_layer, lora.ReferenceLoRALinear, _StubLayer),
+    (lora.check_lora_layer, lora.LoRALinear, _StubLayer),
     (lora.check_merge, lora.reference_merge, _stub),
     (lora.check_add_lora, lora.reference_add_lora, _stub),
     (control.check_slider_prompts, control.reference_slider_prompts, _stub),

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from lorakit.check import never_raises, report
+from lorakit.lora import LoRALinear  # the reference answer to exercise 1: the kit's own layer
 from lorakit.seeds import seeded
 
 IN, OUT, RANK, ALPHA = 12, 10, 3, 6.0
@@ -98,21 +99,6 @@ def check_merge(merge_fn: Callable[[nn.Linear, torch.Tensor, torch.Tensor, float
     return report(False, "the merged weight differs from W + (alpha / rank) · B @ A")
 
 
-class ReferenceLoRALinear(nn.Module):
-    """The reference answer to exercise 1: W x + b + (alpha / rank) · B A x, W frozen, B zero at the start."""
-
-    def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
-        super().__init__()
-        self.base = base.requires_grad_(False)  # W and b frozen
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features))  # (r, in)
-        nn.init.kaiming_uniform_(self.lora_A, a=5 ** 0.5)  # peft's default
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank))  # (out, r): B A = 0 at the start
-        self.scaling = alpha / rank
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
-        return self.base(x) + self.scaling * (x @ self.lora_A.T @ self.lora_B.T)
-
-
 def reference_merge(base: nn.Linear, A: torch.Tensor, B: torch.Tensor, scaling: float) -> torch.Tensor:
     """The reference answer to exercise 2: W' = W + s · B A, (out, in)."""
     return base.weight + scaling * B @ A  # (out, r) @ (r, in) -> (out, in)
@@ -155,8 +141,8 @@ def check_add_lora(add_lora_fn: Callable[..., list[str]]) -> bool:
     x = torch.randn(3, IN)
     with torch.no_grad():
         before = model(x)
-    names = add_lora_fn(model, targets, ReferenceLoRALinear, rank=RANK, alpha=ALPHA)
-    wrapped = sorted(n for n, m in model.named_modules() if isinstance(m, ReferenceLoRALinear))
+    names = add_lora_fn(model, targets, LoRALinear, rank=RANK, alpha=ALPHA)
+    wrapped = sorted(n for n, m in model.named_modules() if isinstance(m, LoRALinear))
     if not wrapped:
         return report(False, "no layer was replaced: find the parent module of each target (model.get_submodule of "
                              "the name before the last dot) and setattr(parent, child_name, layer_cls(old, ...))")
