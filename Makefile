@@ -10,7 +10,7 @@ LAB_ARGS ?=
 # Jupyter refuses to start as root (containers, CI) unless told to
 AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab test unit notebooks readme student install clean-venv
+.PHONY: lab test unit notebooks quick-times readme student install clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,9 +53,15 @@ STUDENT_ARGS ?=
 student: $(STAMP)
 	$(BIN)/python -m lorakit student $(STUDENT_ARGS)
 
-# Rewrite README.md's result tables from notebooks/results/ (after `make notebooks`).
+# Rewrite README.md's result tables and each notebook's at-a-glance block from notebooks/results/
+# (after `make notebooks`).
 readme: $(STAMP)
 	$(BIN)/python -m lorakit readme
+
+# Time every notebook in quick mode and record the times for the notebooks' at-a-glance blocks.
+quick-times: $(STAMP)
+	LORAKIT_QUICK=1 HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -q notebooks --nbval-lax
+	$(BIN)/python -m lorakit readme --record-quick
 
 clean-venv:
 	rm -rf $(VENV)

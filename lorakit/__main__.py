@@ -75,13 +75,20 @@ def _train_adapters(args: argparse.Namespace) -> None:
 
 
 def _readme(args: argparse.Namespace) -> None:
-    from lorakit.report import README, update_readme
+    from lorakit.report import README, record_quick_times, update_notebooks, update_readme
+    from lorakit.results import results_path
 
+    if args.record_quick:
+        recorded = record_quick_times(results_path("any", quick=True).parent)
+        print(f"recorded the quick-mode run times of {len(recorded)} notebooks")
     stale = update_readme(check=args.check)
-    if args.check and stale:
-        raise SystemExit(f"error: README.md's generated blocks {stale} disagree with notebooks/results/; "
-                         "run `python -m lorakit readme` (make readme) after the full-mode notebooks")
+    headers = update_notebooks(check=args.check)
+    if args.check and (stale or headers):
+        raise SystemExit(f"error: generated blocks disagree with notebooks/results/ (README.md: {stale}; notebooks' "
+                         f"at-a-glance: {headers}); run `python -m lorakit readme` (make readme) after the "
+                         "full-mode notebooks")
     print(f"{README.name}: " + (f"rewrote {stale}" if stale and not args.check else "every generated block is up to date"))
+    print("notebooks' at-a-glance blocks: " + (f"rewrote {headers}" if headers and not args.check else "up to date"))
 
 
 def _student(args: argparse.Namespace) -> None:
@@ -145,8 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="replace student notebooks that exist (your work there is copied to runs/replaced/ first)")
     student.set_defaults(func=_student)
 
-    readme = sub.add_parser("readme", help="rewrite README.md's result tables from notebooks/results/")
-    readme.add_argument("--check", action="store_true", help="only check; exit 1 if a table is out of date")
+    readme = sub.add_parser("readme", help="rewrite README.md's result tables and the notebooks' at-a-glance blocks "
+                                           "from notebooks/results/")
+    readme.add_argument("--check", action="store_true", help="only check; exit 1 if a block is out of date")
+    readme.add_argument("--record-quick", action="store_true",
+                        help="first record each notebook's quick-mode run time from runs/quick-results/ (after a "
+                             "quick-mode run of the notebooks) into notebooks/results/quick/")
     readme.set_defaults(func=_readme)
     return parser
 

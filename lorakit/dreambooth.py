@@ -157,8 +157,16 @@ def early_stopping_step(
         load_adapter_weights(pipe, path)
         token = probe.token_scores(probe.group_samples(pipe, "token", seed_offset=seed_offset))
         scores[step] = {"fidelity": token["fidelity"], "diversity": token["diversity"]}
-    good = [s for s, v in scores.items() if v["fidelity"] >= min_fidelity]
-    best = max(good, key=lambda s: scores[s]["diversity"]) if good else max(scores, key=lambda s: scores[s]["fidelity"])
+    best = choose_checkpoint(scores, min_fidelity)
     load_adapter_weights(pipe, checkpoints[best])
     return best, scores
+
+
+def choose_checkpoint(scores: dict[int, dict[str, float]], min_fidelity: float = 0.9) -> int:
+    """Early stopping's rule: among checkpoints whose fidelity reaches the bar, the most diverse (the earliest among
+    ties); when none reaches it, the most faithful. `scores`: {step: {"fidelity", "diversity"}}."""
+    good = [s for s, v in scores.items() if v["fidelity"] >= min_fidelity]
+    if good:
+        return max(good, key=lambda s: scores[s]["diversity"])  # max keeps the first of equal keys: the earliest
+    return max(scores, key=lambda s: scores[s]["fidelity"])
 

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from lorakit.claims import claims_table, markdown_table
+from lorakit.claims import CLAIMS, Judgement, claims_table, markdown_table, verdict_counts
 from lorakit.metrics import mean_ci
 from lorakit.paths import PIPELINE_DIR, REPO_ROOT, atomic_path
 from lorakit.pretrain import REPORT_NAME
@@ -231,3 +231,115 @@ def update_readme(path: str | Path = README, check: bool = False, results_dir: s
         with atomic_path(path) as tmp:
             tmp.write_text(render(text, blocks))
     return stale
+
+
+# The notebooks' own generated blocks, between the same markers: in the first cell, what the notebook costs
+# and asks of the learner (from its saved run times and its cells); in the last, its measured takeaway.
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+QUICK_DIR = RESULTS_DIR / "quick"  # quick-mode run times, recorded by `python -m lorakit readme --record-quick`
+GLANCE = "at-a-glance"
+_EXERCISE = re.compile(r'exercise\(\s*"([^"]+)"')
+_QUESTION = re.compile(r'\bask\(\s*"([^"]+)"\)')
+
+
+def _seconds(path: Path) -> float | None:
+    return json.loads(path.read_text()).get("seconds") if path.is_file() else None
+
+
+def at_a_glance(notebook: dict, name: str, results_dir: Path = RESULTS_DIR, quick_dir: Path = QUICK_DIR) -> str:
+    """The notebook's runtime in both modes (measured) and the exercises and questions its cells hold."""
+    sources = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
+    exercises = [m for s in sources for m in _EXERCISE.findall(s)]
+    questions = [m for s in sources for m in _QUESTION.findall(s)]
+    lines = [f"**Runtime**, measured on a 2-core laptop CPU: {_minutes(_seconds(results_dir / f'{name}.json'))} in full "
+             f"mode, {_minutes(_seconds(quick_dir / f'{name}.json'))} in quick mode (`LORAKIT_QUICK=1`)."]
+    if exercises:
+        lines.append(f"**Exercises** ({len(exercises)}, each checked, with hints; the summary at the end says what "
+                     "is left): " + "; ".join(exercises) + ".")
+    if questions:
+        lines.append(f"**Check your understanding**: {len(questions)} question{'s' * (len(questions) > 1)} along the "
+                     "way, with instant feedback.")
+    return "\n\n".join(lines)
+
+
+def _extra_findings(name: str, results: dict[str, dict]) -> list[str]:
+    """What a notebook measured besides verdicts, for its takeaway."""
+    r = results.get(name, {})
+    if name.startswith("00"):
+        full = sum(s.get("seconds") or 0 for s in results.values())
+        return [f"- The whole course took {_minutes(full)} in full mode on the run behind these notebooks; "
+                "every notebook's time is at its top."]
+    if name.startswith("01") and "base_quality" in r:
+        q, audit = r["base_quality"], r.get("judge_audit", {})
+        lines = [f"- The base model draws every attribute right in {q['overall']['all']:.1%} of {q['images']} images "
+                 f"({q['prompts']} prompts); Fréchet distance to real renders {q['frechet']:.1f} "
+                 f"(real against real: {q['frechet_real_vs_real']:.1f})."]
+        standing = audit.get("standing", {})
+        if standing:
+            lines.append("- The judge against the pixel rules, per attribute: "
+                         + ", ".join(f"{a} {s}" for a, s in standing.items()) + " (the 95% bar, on its interval).")
+        return lines
+    if name.startswith("07b"):
+        return []
+    if name.startswith("07") and "slider" in r:
+        s = r["slider"]
+        ends = [k for k in ("-1.0", "0.0", "1.0") if k in s]
+        return ["- The size slider, share drawn large (object area): "
+                + ", ".join(f"scale {'0' if float(k) == 0 else format(float(k), '+g')}: {s[k]['share drawn large']:.2f} ({s[k]['object area (% of image)']:.0f}%)"
+                            for k in ends) + "; trained without a single image of a large or small object."]
+    if name.startswith("08"):
+        counts = verdict_counts(claims_table(RESULTS_DIR))
+        return ["- Of the 16 claims: " + "; ".join(f"{label}: {len(cs)} ({', '.join(cs)})" for label, cs in counts.items())
+                + "."]
+    return []
+
+
+def takeaway(name: str, results: dict[str, dict]) -> str:
+    """A notebook's measured takeaway: each verdict it saved, with its numbers, and its other headline numbers."""
+    lines = []
+    for record in results.get(name, {}).get("verdicts", []):
+        j = Judgement(name, record)
+        lines.append(f"- **{record['claim']}** ({CLAIMS[record['claim']]}): **{j.label}**. {j.numbers()}.")
+    return "\n".join(lines + _extra_findings(name, results)) or "- Nothing measured here: this notebook sets up."
+
+
+TAKEAWAY = "takeaway"
+
+
+def update_notebooks(notebooks_dir: str | Path = NOTEBOOKS_DIR, check: bool = False,
+                     results_dir: str | Path = RESULTS_DIR, quick_dir: str | Path = QUICK_DIR) -> list[str]:
+    """Rewrite every notebook's at-a-glance and takeaway blocks (atomically); with `check`, only list stale notebooks."""
+    results, stale = _load(Path(results_dir)), []
+    for path in sorted(Path(notebooks_dir).glob("[0-9]*.ipynb")):
+        nb = json.loads(path.read_text())
+        blocks = {GLANCE: at_a_glance(nb, path.stem, Path(results_dir), Path(quick_dir)),
+                  TAKEAWAY: takeaway(path.stem, results)}
+        changed = False
+        for name, body in blocks.items():
+            cells = [c for c in nb["cells"] if c["cell_type"] == "markdown" and _pattern(name).search("".join(c["source"]))]
+            if len(cells) != 1:
+                raise ValueError(f"{path.name}: expected one markdown cell with <!-- generated:{name} --> markers, "
+                                 f"found {len(cells)}")
+            text = "".join(cells[0]["source"])
+            new = render(text, {name: body})
+            if new != text:
+                cells[0]["source"], changed = new.splitlines(True), True
+        if changed:
+            stale.append(path.stem)
+            if not check:
+                with atomic_path(path) as tmp:
+                    tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return stale
+
+
+def record_quick_times(quick_results: str | Path, quick_dir: str | Path = QUICK_DIR) -> list[str]:
+    """Copy each notebook's quick-mode run time from a quick run's results (runs/quick-results/) into quick_dir."""
+    found = sorted(Path(quick_results).glob("[0-9]*.json"))
+    if not found:
+        raise FileNotFoundError(f"no quick-mode results in {quick_results}: run the notebooks in quick mode first "
+                                "(make quick-times does both)")
+    Path(quick_dir).mkdir(parents=True, exist_ok=True)
+    for path in found:
+        with atomic_path(Path(quick_dir) / path.name) as tmp:
+            tmp.write_text(json.dumps({"seconds": _seconds(path)}) + "\n")
+    return [p.stem for p in found]

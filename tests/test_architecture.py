@@ -69,7 +69,7 @@ PARTS = {
     1: {"data", "tokenizer", "pipeline", "pixels", "classifier", "metrics", "evaluation", "diffusion", "pretrain"},
     2: {"lora", "adapters", "formats", "merge", "extract"},
     3: {"finetune", "stacked", "dreambooth", "control", "concepts", "collapse", "interpolation", "audit"},
-    4: {"check", "exercises", "editions", "claims", "verdicts", "results", "report", "plotting", "widgets", "envcheck", "__main__", "__init__"},
+    4: {"check", "exercises", "quiz", "questions", "editions", "claims", "verdicts", "results", "report", "plotting", "widgets", "envcheck", "__main__", "__init__"},
 }
 
 
