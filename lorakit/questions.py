@@ -1,7 +1,8 @@
 """The course's 'check your understanding' questions, by chapter, and `ask` to put one in a notebook.
 
-Keys are "<notebook>.<letter>" ("03b.a" is notebook 03b's first). Each question sits in its notebook
-just before the cell or section that answers it: answer first, then read on. The feedback of every
+Keys are "<notebook>.<letter>" (the letter names a question, not its place in the notebook). Each
+question sits in its notebook just before the cell or section that answers it: answer first, then
+read on. The feedback of every
 option says why it is right or what it misses, so a wrong pick teaches too. Numbers to predict come
 with the typical wrong answers and what produces them.
 """
@@ -37,7 +38,7 @@ QUESTIONS: dict[str, Question] = {
         "SD 1.5's first attention projections are 320 × 320. How many trainable numbers does a rank-4 LoRA "
         "add to one of them?",
         2560, "B is 320 × 4 and A is 4 × 320: r · (out + in) = 4 · 640, against 102,400 in the weight itself.",
-        tolerance=0.0, hints={"you counted the product B A, which is never stored": 409600,
+        tolerance=0.0, hints={"you multiplied all three sizes, r · out · in": 409600,
                               "you counted one factor only": 1280, "you counted the full weight": 102400},
     ),
     "02.b": Choice(
@@ -81,8 +82,9 @@ QUESTIONS: dict[str, Question] = {
             "root of the sum of the dropped σ², and no rank-4 matrix drops less.",
             "because the SVD of ΔW is exact": "The full SVD is exact; the truncated one drops every σ after the 4th. "
             "The question is why that loss is the smallest possible.",
-            "because pivoted QR only works on square matrices": "Pivoted QR works on any matrix (section 2 measures "
-            "it on the same ΔW); it is just not guaranteed to be the closest.",
+            "keeping ΔW's 4 · (out + in) largest entries would be just as close": "Keeping entries gives a "
+            "sparse matrix, which is generally of full rank; a rank-4 matrix is usually dense (notebook 02, C4). "
+            "Rank and sparsity are different things.",
         },
         "the Eckart–Young theorem: keeping the 4 largest singular values is optimal",
     ),
@@ -102,9 +104,11 @@ QUESTIONS: dict[str, Question] = {
         "a modest one at most: the backward pass still runs through every layer",
     ),
     "03b.b": Number(
-        "A rank-4 LoRA of this tiny model holds 37,248 float32 numbers. About how many KiB is its safetensors "
-        "file (ignore the small header)?",
-        145.5, "37,248 × 4 bytes = 148,992 bytes = 145.5 KiB.", tolerance=0.01, unit=" KiB",
+        "A rank-4 LoRA of this tiny model holds 37,248 float32 numbers. How many KiB do its tensors take in a "
+        "safetensors file?",
+        145.5, "37,248 × 4 bytes = 148,992 bytes = 145.5 KiB. The file adds a JSON header of key names, shapes "
+        "and offsets: about 16 KiB for this adapter's 128 tensors, which is why section 2 shows 162 KiB.",
+        tolerance=0.01, unit=" KiB",
         hints={"you used 2 bytes per number (float16 files are half the size)": 72.75,
                "you counted in kB (1000 bytes)": 149.0},
     ),

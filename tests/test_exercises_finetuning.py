@@ -50,7 +50,7 @@ LORA_PARAMS = lambda shapes, r: sum(r * (o + i) for o, i in shapes)  # noqa: E73
 
 @pytest.mark.parametrize("answer, hint", [
     (_counts(lambda s, r: sum(o * i for o, i in s), lambda n, k: 8 * n + 8 * k), "full weight count"),
-    (_counts(lambda s, r: sum(r * o * i for o, i in s), lambda n, k: 8 * n + 8 * k), "size of the product"),
+    (_counts(lambda s, r: sum(r * o * i for o, i in s), lambda n, k: 8 * n + 8 * k), "multiplies all three sizes"),
     (_counts(lambda s, r: sum(r * i for o, i in s), lambda n, k: 8 * n + 8 * k), "only one factor"),
     (_counts(LORA_PARAMS, lambda n, k: 8 * n), "step"),
     (_counts(LORA_PARAMS, lambda n, k: 4 * n), "two moments"),

@@ -218,9 +218,10 @@ def check_prior_preservation_loss(loss_fn: Callable[[torch.Tensor, torch.Tensor,
         (F.mse_loss(p, t, reduction="sum") + weight * F.mse_loss(q, u, reduction="sum"),
          "take the mean squared error (F.mse_loss's default), not the sum: the loss should not grow with the batch"),
     ]
+    got = got.to(torch.float32)  # a float64 answer is fine too
     if torch.allclose(got, reference_prior_preservation_loss(pred.detach(), target, weight), atol=1e-6):
         other = loss_fn(pred.detach(), target, 2.0)
-        if torch.allclose(other, reference_prior_preservation_loss(pred.detach(), target, 2.0), atol=1e-6):
+        if torch.allclose(torch.as_tensor(other, dtype=torch.float32), reference_prior_preservation_loss(pred.detach(), target, 2.0), atol=1e-6):
             return report(True, "instance MSE + λ · class MSE on the two halves of one batch, as diffusers' "
                                 "train_dreambooth_lora.py (--with_prior_preservation --prior_loss_weight)")
         return report(False, "right for weight 0.5 but not for weight 2: use the `weight` argument, not a number")

@@ -28,7 +28,7 @@ def reference_lora_counts(shapes: Sequence[tuple[int, int]], rank: int) -> tuple
 def check_lora_counts(count_fn: Callable[[Sequence[tuple[int, int]], int], tuple[int, int]]) -> bool:
     """Check a learner's lora_counts(shapes, rank) -> (trainable parameters, AdamW state bytes)."""
     got = count_fn(list(SHAPES), RANK)
-    if not (isinstance(got, tuple) and len(got) == 2):
+    if not (isinstance(got, (tuple, list)) and len(got) == 2):
         return report(False, f"return a pair (parameters, optimizer bytes), got {type(got).__name__}")
     params, state = (int(v) for v in got)
     want_params, want_state = reference_lora_counts(SHAPES, RANK)
@@ -38,8 +38,8 @@ def check_lora_counts(count_fn: Callable[[Sequence[tuple[int, int]], int], tuple
             return report(False, "that is the layers' full weight count, what full fine-tuning trains; LoRA trains "
                                  "B (out × r) and A (r × in) per layer")
         if params == RANK * weights:
-            return report(False, "r · out · in is the size of the product B A, not of its factors: count B (out × r) "
-                                 "and A (r × in), r · (out + in) per layer")
+            return report(False, "r · out · in multiplies all three sizes; each layer stores B (out × r) and A "
+                                 "(r × in): r · out + r · in")
         if params in (sum(RANK * i for _, i in SHAPES), sum(RANK * o for o, _ in SHAPES)):
             return report(False, "only one factor is counted: each layer has A (r × in) and B (out × r)")
         return report(False, f"parameters: got {params:,}, expected {want_params:,} = Σ r · (out + in) over the layers")
@@ -114,9 +114,9 @@ def check_low_rank(factor_fn: Callable[[torch.Tensor, int], tuple[torch.Tensor, 
             + 0.05 * torch.randn(10, 12)  # (out, in): four strong directions, a little noise
     r = 2
     got = factor_fn(delta.clone(), r)
-    if not (isinstance(got, tuple) and len(got) == 2):
+    if not (isinstance(got, (tuple, list)) and len(got) == 2):
         return report(False, f"return a pair (B, A), got {type(got).__name__}")
-    B, A = got
+    B, A = (torch.as_tensor(f).float() for f in got)  # a float64 answer is fine too
     if B.shape == (r, delta.shape[1]) and A.shape == (delta.shape[0], r):
         return report(False, "B and A are swapped: B is (out, r) and A is (r, in), so that ΔW ≈ B @ A")
     if B.shape != (delta.shape[0], r) or A.shape != (r, delta.shape[1]):
