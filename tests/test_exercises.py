@@ -1,4 +1,5 @@
-"""The exercises: every reference passes its check, every stub and typical mistake gets a hint (never a
+"""The exercises: every reference passes its check (every chapter's, listed in CASES; each chapter's typical
+mistakes are tested in tests/test_exercises_<module>.py), every stub and typical mistake gets a hint (never a
 traceback), a failed check hands the reference to the cells below, and the editions are built right."""
 
 import json
@@ -11,7 +12,7 @@ from torch import nn
 
 from lorakit import check
 from lorakit.editions import STUB, exercise_names, student_notebook, write_student_edition
-from lorakit.exercises import control, diffusion, lora
+from lorakit.exercises import collapse, control, diffusion, files, finetuning, lora, mixing
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -32,6 +33,18 @@ CASES = [  # (check, reference, stub)
     (lora.check_lora_layer, lora.LoRALinear, _StubLayer),
     (lora.check_merge, lora.reference_merge, _stub),
     (lora.check_add_lora, lora.reference_add_lora, _stub),
+    (finetuning.check_lora_counts, finetuning.reference_lora_counts, _stub),
+    (finetuning.check_effective_rank, finetuning.reference_effective_rank, _stub),
+    (finetuning.check_low_rank, finetuning.reference_low_rank, _stub),
+    (collapse.check_vendi, collapse.reference_vendi, _stub),
+    (collapse.check_choose_checkpoint, collapse.reference_choose_checkpoint, _stub),
+    (collapse.check_prior_preservation_loss, collapse.reference_prior_preservation_loss, _stub),
+    (mixing.check_weight_mix, mixing.reference_weight_mix, _stub),
+    (mixing.check_factor_mix, mixing.reference_factor_mix, _stub),
+    (mixing.check_adapter_weight, mixing.reference_adapter_weight, _stub),
+    (files.check_lora_size, files.reference_lora_size, _stub),
+    (files.check_file_scales, files.reference_file_scales, _stub),
+    (files.check_to_kohya, files.reference_to_kohya, _stub),
     (control.check_slider_prompts, control.reference_slider_prompts, _stub),
     (control.check_slider_target, control.reference_slider_target, _stub),
     (control.check_esd_target, control.reference_esd_target, _stub),
