@@ -262,7 +262,7 @@ def at_a_glance(notebook: dict, name: str, results_dir: Path = RESULTS_DIR, quic
     return "\n\n".join(lines)
 
 
-def _extra_findings(name: str, results: dict[str, dict]) -> list[str]:
+def _extra_findings(name: str, results: dict[str, dict], results_dir: Path) -> list[str]:
     """What a notebook measured besides verdicts, for its takeaway."""
     r = results.get(name, {})
     if name.startswith("00"):
@@ -288,19 +288,19 @@ def _extra_findings(name: str, results: dict[str, dict]) -> list[str]:
                 + ", ".join(f"scale {'0' if float(k) == 0 else format(float(k), '+g')}: {s[k]['share drawn large']:.2f} ({s[k]['object area (% of image)']:.0f}%)"
                             for k in ends) + "; trained without a single image of a large or small object."]
     if name.startswith("08"):
-        counts = verdict_counts(claims_table(RESULTS_DIR))
-        return ["- Of the 16 claims: " + "; ".join(f"{label}: {len(cs)} ({', '.join(cs)})" for label, cs in counts.items())
+        counts = verdict_counts(claims_table(results_dir))
+        return [f"- Of the {len(CLAIMS)} claims: " + "; ".join(f"{label}: {len(cs)} ({', '.join(cs)})" for label, cs in counts.items())
                 + "."]
     return []
 
 
-def takeaway(name: str, results: dict[str, dict]) -> str:
+def takeaway(name: str, results: dict[str, dict], results_dir: Path = RESULTS_DIR) -> str:
     """A notebook's measured takeaway: each verdict it saved, with its numbers, and its other headline numbers."""
     lines = []
     for record in results.get(name, {}).get("verdicts", []):
         j = Judgement(name, record)
         lines.append(f"- **{record['claim']}** ({CLAIMS[record['claim']]}): **{j.label}**. {j.numbers()}.")
-    return "\n".join(lines + _extra_findings(name, results)) or "- Nothing measured here: this notebook sets up."
+    return "\n".join(lines + _extra_findings(name, results, Path(results_dir))) or "- Nothing measured here: this notebook sets up."
 
 
 TAKEAWAY = "takeaway"
@@ -313,7 +313,7 @@ def update_notebooks(notebooks_dir: str | Path = NOTEBOOKS_DIR, check: bool = Fa
     for path in sorted(Path(notebooks_dir).glob("[0-9]*.ipynb")):
         nb = json.loads(path.read_text())
         blocks = {GLANCE: at_a_glance(nb, path.stem, Path(results_dir), Path(quick_dir)),
-                  TAKEAWAY: takeaway(path.stem, results)}
+                  TAKEAWAY: takeaway(path.stem, results, Path(results_dir))}
         changed = False
         for name, body in blocks.items():
             cells = [c for c in nb["cells"] if c["cell_type"] == "markdown" and _pattern(name).search("".join(c["source"]))]
