@@ -10,7 +10,7 @@ LAB_ARGS ?=
 # Jupyter refuses to start as root (containers, CI) unless told to
 AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab test unit notebooks quick-times readme student install clean-venv
+.PHONY: lab test unit notebooks quick-times readme student install compat clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,19 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The older library generation (transformers 4, diffusers 0.35, peft 0.17: constraints-compat.txt) in .venv-compat,
+# with the same torch as .venv. tests/test_generations.py compares the two; CI builds it before `make test`.
+COMPAT := .venv-compat
+COMPAT_STAMP := $(COMPAT)/.installed
+$(COMPAT_STAMP): pyproject.toml constraints.txt constraints-compat.txt
+	test -x $(COMPAT)/bin/python || $(PYTHON) -m venv $(COMPAT)
+	grep '^torch==' constraints.txt | cat - constraints-compat.txt > $(COMPAT)/constraints.txt
+	$(COMPAT)/bin/python -m pip install --quiet --upgrade pip
+	$(COMPAT)/bin/python -m pip install --quiet -c $(COMPAT)/constraints.txt -e ".[dev]"
+	touch $(COMPAT_STAMP)
+
+compat: $(COMPAT_STAMP)
 
 lab: $(STAMP) $(LAB_SETTINGS)
 	$(BIN)/jupyter lab $(AS_ROOT) $(LAB_ARGS) notebooks/

@@ -20,8 +20,8 @@ from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from lorakit.formats import LoraFileError, inspect_lora, peft_layout, read_state
-from lorakit.paths import atomic_path, check_output_file, check_output_folder, repo_path
+from lorakit.formats import LoraFileError, inspect_lora, installed_name, peft_layout, read_state, save_lora, sd15_name
+from lorakit.paths import check_output_folder, repo_path
 from lorakit.pipeline import LORA_TARGETS, TEXT_LORA_TARGETS, quiet_loading
 from lorakit.seeds import seeded
 
@@ -100,7 +100,8 @@ def load_adapter(pipe: StableDiffusionPipeline, path: str | Path, name: str) -> 
     with quiet_loading(), warnings.catch_warnings():
         # peft warns that a second adapter makes "multiple adapters in the model": here that is the point
         warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
-        pipe.load_lora_weights(path, adapter_name=name)
+        # a file and its name: older diffusers will not guess the name offline
+        pipe.load_lora_weights(str(info.path.parent), weight_name=info.path.name, adapter_name=name)
     return pipe
 
 
@@ -109,7 +110,8 @@ def _has_adapter(model: torch.nn.Module, name: str) -> bool:
 
 
 def adapter_state(pipe: StableDiffusionPipeline, name: str = "default") -> dict[str, torch.Tensor]:
-    """The adapter's weights as a diffusers LoRA file names them: "unet.<module>.lora_A.weight", "text_encoder.<...>".
+    """The adapter's weights as an SD 1.5 diffusers LoRA file names them: "unet.<module>.lora_A.weight",
+    "text_encoder.text_model.<module>..." (under either transformers generation).
 
     This is what `lorakit.formats.save_lora` takes (with the adapter's alpha).
     """
@@ -120,38 +122,23 @@ def adapter_state(pipe: StableDiffusionPipeline, name: str = "default") -> dict[
     if _has_adapter(pipe.text_encoder, name):
         state["text_encoder"] = convert_state_dict_to_diffusers(
             get_peft_model_state_dict(pipe.text_encoder, adapter_name=name))
-    return {f"{part}.{k}": v.detach().cpu().clone() for part, sd in state.items() for k, v in sd.items()}
+    return {f"{part}.{sd15_name(part, k)}": v.detach().cpu().clone() for part, sd in state.items() for k, v in sd.items()}
 
 
-def _component(state: dict[str, torch.Tensor], part: str) -> dict[str, torch.Tensor] | None:
-    """One component's keys of an `adapter_state`, without its prefix (None when it has none)."""
-    sd = {k.removeprefix(f"{part}."): v for k, v in state.items() if k.startswith(f"{part}.")}
-    return sd or None
-
-
-def _metadata(model: torch.nn.Module, name: str) -> dict:
-    return model.peft_config[name].to_dict()
+def adapter_alphas(pipe: StableDiffusionPipeline, name: str = "default") -> dict[str, float]:
+    """Each adapted layer's alpha, keyed as `adapter_state` names its modules ("unet.<module>", "text_encoder.text_model....")."""
+    return {f"{part}.{sd15_name(part, n)}": float(m.lora_alpha[name])
+            for part in ("unet", "text_encoder") for n, m in getattr(pipe, part).named_modules()
+            if isinstance(m, BaseTunerLayer) and name in getattr(m, "lora_alpha", {})}
 
 
 def save_adapter(pipe: StableDiffusionPipeline, path: str | Path, name: str = "default", overwrite: bool = False) -> Path:
-    """Write the adapter as one diffusers LoRA file (with its LoraConfig, so alpha survives); atomic.
+    """Write the adapter as one diffusers LoRA file with SD 1.5's key names and its alphas (`save_lora`); atomic.
 
-    An existing file at `path` is replaced only with `overwrite=True`.
+    The file's LoraConfig holds only what both peft generations read (rank, alpha, targets and their
+    patterns). An existing file at `path` is replaced only with `overwrite=True`.
     """
-    path = Path(path)
-    state = adapter_state(pipe, name)
-    check_output_file(path, overwrite, "LoRA file")
-    with atomic_path(path) as tmp:
-        StableDiffusionPipeline.save_lora_weights(
-            tmp.parent,
-            unet_lora_layers=_component(state, "unet"),
-            text_encoder_lora_layers=(text := _component(state, "text_encoder")),
-            unet_lora_adapter_metadata=_metadata(pipe.unet, name),
-            text_encoder_lora_adapter_metadata=(_metadata(pipe.text_encoder, name) if text else None),
-            weight_name=tmp.name,
-            safe_serialization=True,
-        )
-    return path
+    return save_lora(adapter_state(pipe, name), path, alpha=adapter_alphas(pipe, name), overwrite=overwrite)
 
 
 def load_adapter_weights(pipe: StableDiffusionPipeline, path: str | Path, name: str = "default") -> None:
@@ -166,7 +153,7 @@ def load_adapter_weights(pipe: StableDiffusionPipeline, path: str | Path, name: 
         model = getattr(pipe, part)
         if not _has_adapter(model, name):
             raise KeyError(f"{path.name} holds {part} weights but the {part} has no adapter named {name!r}")
-        result = set_peft_model_state_dict(model, sub, adapter_name=name)
+        result = set_peft_model_state_dict(model, {installed_name(model, k): v for k, v in sub.items()}, adapter_name=name)
         unexpected = [k for k in result.unexpected_keys if "lora_" in k]
         if unexpected:
             raise ValueError(f"{path.name} does not match the {part}'s adapter {name!r}: "

@@ -27,6 +27,7 @@ from diffusers import StableDiffusionPipeline
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from lorakit.layout import TEXT_PREFIX
 from lorakit.paths import atomic_path, check_output_file
 
 FORMATS = ("diffusers", "kohya")
@@ -150,11 +151,20 @@ def peft_layout(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Ten
     return out
 
 
+def sd15_name(part: str, module: str) -> str:
+    """A module's name as SD 1.5 LoRA files spell it: CLIP's layers under "text_model." (whatever transformers says)."""
+    return TEXT_PREFIX + module.removeprefix(TEXT_PREFIX) if part == "text_encoder" else module
+
+
+def installed_name(model: torch.nn.Module, module: str) -> str:
+    """A module's name as the installed model spells it: transformers 4's CLIPTextModel has "text_model.", 5's has not."""
+    bare = module.removeprefix(TEXT_PREFIX)
+    return TEXT_PREFIX + bare if hasattr(model, "text_model") else bare
+
+
 def _kohya_name(module: str) -> str:
     part, _, path = module.partition(".")
-    if part == "text_encoder" and not path.startswith("text_model."):
-        path = "text_model." + path  # kohya names CLIP's layers from text_model (SD 1.5's CLIPTextModel)
-    return _PARTS[part] + path.replace(".", "_")
+    return _PARTS[part] + sd15_name(part, path).replace(".", "_")
 
 
 def to_kohya(peft_state_dict: dict[str, torch.Tensor], alpha: float | dict[str, float]) -> dict[str, torch.Tensor]:
@@ -175,7 +185,7 @@ def from_kohya(kohya_state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, tor
     """kohya keys to peft-style keys ("unet.<module>.lora_A.weight") and alphas per "unet.<module>".
 
     The key conversion is diffusers' own (`StableDiffusionPipeline.lora_state_dict`); its legacy
-    attention-processor names are then renamed to the installed models' module names.
+    attention-processor names are then renamed to module names, as SD 1.5 files spell them (`sd15_name`).
     """
     if not any(k.startswith(_KOHYA_PREFIXES) for k in kohya_state_dict):
         raise LoraFileError("not a kohya LoRA: no key starts with 'lora_unet_' or 'lora_te_'")
@@ -188,14 +198,14 @@ def from_kohya(kohya_state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, tor
     peft_state, alphas = {}, {}
     for key, value in state.items():
         part, module, which = split_key(key)
-        peft_state[f"{part}.{_model_name(part, module)}.lora_{which}.weight"] = value
+        peft_state[f"{part}.{sd15_name(part, module)}.lora_{which}.weight"] = value
     for key, value in (network_alphas or {}).items():
         stem = key.removesuffix(".alpha")
         try:  # text-encoder alphas are named after a weight, UNet alphas after their module
             part, module, _ = split_key(stem)
         except LoraFileError:
             part, _, module = stem.partition(".")
-        alphas[f"{part}.{_model_name(part, module)}"] = float(value)
+        alphas[f"{part}.{sd15_name(part, module)}"] = float(value)
     return peft_state, alphas
 
 
@@ -225,11 +235,6 @@ def _check_kohya_keys(state: dict[str, torch.Tensor]) -> None:
         _check_factor_shapes(stem, down, up)
         if alpha is not None and alpha.numel() != 1:
             raise LoraFileError(f"{stem}.alpha holds {alpha.numel()} numbers; alpha is one number per layer")
-
-
-def _model_name(part: str, module: str) -> str:
-    """Module names as the installed models spell them: transformers 5's CLIPTextModel has no "text_model."."""
-    return module.removeprefix("text_model.") if part == "text_encoder" else module
 
 
 _PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
@@ -444,12 +449,14 @@ def save_lora(state_dict: dict[str, torch.Tensor], path: str | Path, format: str
         mods = {m.partition(".")[2]: f for m, f in factors.items() if m.startswith(part + ".")}
         if not mods:
             continue
-        layers[part] = {f"{m}.lora_A.weight": f["A"] for m, f in mods.items()} | \
-            {f"{m}.lora_B.weight": f["B"] for m, f in mods.items()}
-        ranks = {m: f["A"].shape[0] for m, f in mods.items()}
-        part_alphas = {m: alphas[f"{part}.{m}"] for m in mods}
+        # keys as SD 1.5 files spell them; the LoraConfig names modules without "text_model.", which peft
+        # matches as a suffix in both transformers generations
+        layers[part] = {f"{sd15_name(part, m)}.lora_A.weight": f["A"] for m, f in mods.items()} | \
+            {f"{sd15_name(part, m)}.lora_B.weight": f["B"] for m, f in mods.items()}
+        part_alphas = {m.removeprefix(TEXT_PREFIX): alphas[f"{part}.{m}"] for m in mods}
+        ranks = {m.removeprefix(TEXT_PREFIX): f["A"].shape[0] for m, f in mods.items()}
         common = max(set(part_alphas.values()), key=list(part_alphas.values()).count)
-        metadata[part] = {"r": max(ranks.values()), "lora_alpha": common, "target_modules": sorted(mods),
+        metadata[part] = {"r": max(ranks.values()), "lora_alpha": common, "target_modules": sorted(ranks),
                           "rank_pattern": {m: r for m, r in ranks.items() if r != max(ranks.values())},
                           "alpha_pattern": {m: a for m, a in part_alphas.items() if a != common}}
     with atomic_path(path) as tmp:
@@ -502,7 +509,7 @@ def _fit_problems(factors: dict[str, dict[str, torch.Tensor]], pipe: StableDiffu
 
 def _find(model: torch.nn.Module, name: str) -> torch.nn.Module | None:
     """The base layer (Linear or Conv2d) a LoRA module name points at, or None."""
-    for candidate in (name, name.removeprefix("text_model.")):  # transformers 5's CLIPTextModel has no text_model
+    for candidate in (name, installed_name(model, name)):
         try:
             layer = model.get_submodule(candidate)
         except AttributeError:

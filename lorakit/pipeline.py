@@ -48,6 +48,7 @@ finally:
 from lorakit.arguments import require_whole
 from lorakit.data import IMAGE_SIZE, as_uint8, to_model_range, to_uint8, unknown_words
 from lorakit.devices import device as pick_device
+from lorakit.generations import DTYPE_KWARG
 from lorakit.paths import PIPELINE_DIR
 from lorakit.seeds import seeded
 from lorakit.tokenizer import MAX_LENGTH, build_tokenizer
@@ -195,7 +196,7 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device | N
         try:
             pipe = StableDiffusionPipeline.from_pretrained(
                 path,
-                dtype=torch.float32,  # weights are stored in float16 to keep data/ small
+                **{DTYPE_KWARG: torch.float32},  # weights are stored in float16 to keep data/ small
                 safety_checker=None,
                 requires_safety_checker=False,
                 local_files_only=True,

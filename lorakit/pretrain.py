@@ -32,6 +32,7 @@ from lorakit.data import ATTRIBUTE_WORDS, make_dataset, pretraining_prompts, to_
 from lorakit.devices import device as pick_device
 from lorakit.diffusion import Denoiser, denoising_loss, encode_parts
 from lorakit.evaluation import score_prompts
+from lorakit.layout import to_sd15_layout
 from lorakit.paths import RUNS_DIR, atomic_folder, atomic_path, check_output_folder, json_text, repo_path, swap_in
 from lorakit.pipeline import (
     assemble_pipeline,
@@ -212,7 +213,7 @@ def is_pipeline_folder(path: Path) -> bool:
 
 def save_pipeline_atomic(pipe: StableDiffusionPipeline, out: str | Path, overwrite: bool = False,
                          report: dict | None = None) -> Path:
-    """save_pretrained (float16 safetensors) into a folder beside `out`, check it loads, then swap it in.
+    """save_pretrained (float16 safetensors, SD 1.5's layout) into a folder beside `out`, check it loads, then swap it in.
 
     `out` must be new, empty, or (with `overwrite`) a pipeline folder this function wrote; anything
     else is refused before any work. The previous version is removed only once the new one is in
@@ -232,6 +233,7 @@ def save_pipeline_atomic(pipe: StableDiffusionPipeline, out: str | Path, overwri
                 raise FloatingPointError(f"{weights.parent.name} has non-finite weights ({bad[:3]}) in float16; "
                                          f"nothing was written to {out}")
             save_file(state, weights, metadata={"format": "pt"})
+        to_sd15_layout(tmp)  # tokenizer files and text-encoder keys as SD 1.5's: both transformers generations load it
         if report is not None:
             (tmp / REPORT_NAME).write_text(json_text(report, indent=1))
         for f in tmp.rglob("*"):

@@ -12,7 +12,7 @@ def test_every_concept_ships_its_training_runs_on_the_same_layers(concept):
     runs = {s: load_file(adapter_path(concept, s)) for s in SEEDS}
     assert adapter_path(concept) == adapter_path(concept, 0) and adapter_path(concept).name == f"{concept}.safetensors"
     assert len({frozenset(r) for r in runs.values()}) == 1  # one recipe: the same keys in every run
-    key = next(k for k in runs[0] if k.endswith("up.weight"))  # B: zero at init, so it differs only by training
+    key = next(k for k in runs[0] if k.endswith(("up.weight", "lora_B.weight")))  # B: zero at init, so it differs only by training
     assert all(not torch.equal(runs[0][key], runs[s][key]) for s in SEEDS[1:])  # and different runs
 
 

@@ -101,7 +101,7 @@ def test_bad_files_give_clear_errors_and_change_nothing(shipped, tmp_path):
 
 def test_a_lora_for_another_model_is_reported_with_shapes(shipped, pipe, tmp_path):
     state, _ = shipped
-    other = {k: torch.zeros(v.shape[0], v.shape[1] * 2) if "to_k.lora.down" in k else v for k, v in state.items()}
+    other = {k: torch.zeros(v.shape[0], v.shape[1] * 2) if k.endswith("to_k.lora_A.weight") else v for k, v in state.items()}
     other["unet.mid_block.attentions.9.proj.lora.down.weight"] = torch.zeros(4, 8)
     other["unet.mid_block.attentions.9.proj.lora.up.weight"] = torch.zeros(8, 4)
     path = tmp_path / "other.safetensors"

@@ -8,6 +8,7 @@ import torch
 
 from conftest import snapshot
 from lorakit import paths
+from lorakit.layout import is_sd15_layout
 from lorakit.pipeline import load_pipeline
 from lorakit.pretrain import PretrainConfig, pretrain, save_pipeline_atomic
 
@@ -24,6 +25,7 @@ def test_a_nan_in_the_report_is_written_as_null(tmp_path):
                                report={"final_unet_loss": math.nan, "steps": 3, "nested": [math.inf]})
     report = _strict_json((out / "training_report.json").read_text())
     assert report == {"final_unet_loss": None, "steps": 3, "nested": [None]}
+    assert is_sd15_layout(out), "a saved pipeline is laid out as SD 1.5's (both transformers generations load it)"
 
 
 @pytest.mark.slow

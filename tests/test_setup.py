@@ -36,6 +36,22 @@ def test_environment_yml_names_the_same_packages_as_pyproject():
     assert conda == wanted, f"only in environment.yml: {conda - wanted}; only in pyproject: {wanted - conda}"
 
 
+def _pins(name: str) -> dict[str, str]:
+    lines = [line.split("#")[0].strip() for line in (ROOT / name).read_text().splitlines()]
+    return {_name(line): line.split("==")[1] for line in lines if "==" in line}
+
+
+def test_version_ranges_state_what_is_tested_and_nothing_wider():
+    project = {_name(r): r for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    env = {CONDA_TO_PIP.get(_name(d), _name(d)): d.split("#")[0].strip()
+           for d in yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"] if isinstance(d, str)}
+    old, new = _pins("constraints-compat.txt"), _pins("constraints.txt")
+    for package in ("diffusers", "transformers", "peft"):
+        spec = f"{package}>={old[package]},<={new[package]}"
+        assert project[package] == spec and env[package] == spec, f"{package}: tested {old[package]} and {new[package]}"
+    assert "torch" not in old and project["torch"] == "torch>=2.13,<2.14" and new["torch"].startswith("2.13.")
+
+
 def test_torch_pin_lives_in_one_constraints_file():
     assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text()
     assert "-c constraints.txt" in (ROOT / "Makefile").read_text()

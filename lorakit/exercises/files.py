@@ -166,7 +166,7 @@ def _same(got: list[float], want: list[float]) -> bool:
 
 
 def _peft_state(seed: int, rank: int = 4) -> Tensors:
-    """A small peft-style state dict: two UNet layers and one text-encoder layer (transformers 5 names)."""
+    """A small peft-style state dict: two UNet layers and one text-encoder layer named as transformers 5 does (no text_model.)."""
     modules = {"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q": (32, 32),
                "unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0": (64, 96),
                "text_encoder.encoder.layers.0.self_attn.q_proj": (64, 48)}
