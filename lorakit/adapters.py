@@ -29,6 +29,10 @@ CONV_TARGETS = ("conv1", "conv2")  # the 3x3 convolutions inside every UNet ResN
 _CHECKPOINT = re.compile(r"step_(\d+)\.safetensors")
 
 
+# peft warns that a second adapter makes "multiple adapters in the model": in this kit that is the point
+_SECOND_ADAPTER = "Already found a `peft_config` attribute"
+
+
 def add_adapter(
     pipe: StableDiffusionPipeline,
     rank: int = 4,
@@ -62,7 +66,8 @@ def add_adapter(
     if targets is None:
         targets = list(LORA_TARGETS) + (list(CONV_TARGETS) if conv else [])
     targets = list(targets)
-    with seeded(seed):
+    with seeded(seed), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_SECOND_ADAPTER)  # several named adapters are the point here
         pipe.unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets),
                               adapter_name=name)
         if text_encoder:
@@ -98,8 +103,7 @@ def load_adapter(pipe: StableDiffusionPipeline, path: str | Path, name: str) -> 
         raise LoraFileError(f"{Path(path).name} cannot be loaded into this pipeline ({len(info.problems)} problems): "
                             + "; ".join(info.problems[:3]))
     with quiet_loading(), warnings.catch_warnings():
-        # peft warns that a second adapter makes "multiple adapters in the model": here that is the point
-        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        warnings.filterwarnings("ignore", message=_SECOND_ADAPTER)
         # a file and its name: older diffusers will not guess the name offline
         pipe.load_lora_weights(str(info.path.parent), weight_name=info.path.name, adapter_name=name)
     return pipe

@@ -40,6 +40,22 @@ def repo_path(path: str | Path) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
+def base_checkpoint_dir() -> Path | None:
+    """The real SD 1.5 folder the LORAKIT_BASE setting names (notebook 09), or None when it is unset.
+
+    Weights cannot be downloaded here: point it at a local copy of stable-diffusion-v1-5 (a folder
+    with model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+    """
+    value = os.environ.get("LORAKIT_BASE", "").strip()
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not (path / "model_index.json").is_file():
+        raise FileNotFoundError(f"LORAKIT_BASE={value!r} is not a pipeline folder (no model_index.json there): set it "
+                                "to a local stable-diffusion-v1-5 folder, or unset it for the random-weight SD 1.5")
+    return path
+
+
 def is_shipped(path: str | Path) -> bool:
     """True for files and folders inside data/ (the weights every notebook depends on)."""
     try:

@@ -287,6 +287,17 @@ def _extra_findings(name: str, results: dict[str, dict], results_dir: Path) -> l
         return ["- The size slider, share drawn large (object area): "
                 + ", ".join(f"scale {'0' if float(k) == 0 else format(float(k), '+g')}: {s[k]['share drawn large']:.2f} ({s[k]['object area (% of image)']:.0f}%)"
                             for k in ends) + "; trained without a single image of a large or small object."]
+    if name.startswith("09") and "costs" in r:
+        c = r["costs"]
+        r4, tiny = c["SD 1.5 r=4"], c["tiny r=4"]
+        top = max((k for k in c if k.startswith("SD 1.5")), key=lambda k: c[k]["rank"])
+        return [f"- SD 1.5's architecture, built from its published configs: {r['parameters']['SD 1.5 built here']['total']:,} "
+                f"parameters, {r['parameters']['SD 1.5 built here']['total'] / r['parameters']['tiny model']['total']:,.0f}x the "
+                f"tiny model's; a rank-4 attention LoRA holds {r4['LoRA parameters']:,.0f} of them, as SD 1.5's shapes predict, "
+                f"in a {r4['file (MB)']:.2f} MB file.",
+                f"- One training step (batch 2, 64 px) took {r4['seconds per step']:.2f} s, {r4['step / tiny step']:.0f}x the "
+                f"tiny model's; at rank {c[top]['rank']:.0f} the LoRA is {c[top]['LoRA parameters'] / r4['LoRA parameters']:.0f}x "
+                f"larger and its step {c[top]['seconds per step'] / r4['seconds per step']:.2f}x as long."]
     if name.startswith("08"):
         counts = verdict_counts(claims_table(results_dir))
         return [f"- Of the {len(CLAIMS)} claims: " + "; ".join(f"{label}: {len(cs)} ({', '.join(cs)})" for label, cs in counts.items())

@@ -55,13 +55,13 @@ def clip_vocab(words: list[str] | None = None) -> tuple[dict[str, int], list[tup
     return {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}, merges
 
 
-def build_tokenizer(words: list[str] | None = None) -> CLIPTokenizer:
-    """A CLIPTokenizer over the kit's words, padded to MAX_LENGTH (saved with save_pretrained)."""
+def build_tokenizer(words: list[str] | None = None, max_length: int = MAX_LENGTH) -> CLIPTokenizer:
+    """A CLIPTokenizer over the kit's words, padded to `max_length` tokens (saved with save_pretrained)."""
     vocab, merges = clip_vocab(words)
     return CLIPTokenizer(
         vocab=vocab,
         merges=merges,
-        model_max_length=MAX_LENGTH,
+        model_max_length=max_length,
         bos_token=BOS,
         eos_token=EOS,
         unk_token=EOS,

@@ -12,7 +12,7 @@ from torch import nn
 
 from lorakit import check
 from lorakit.editions import STUB, exercise_names, student_notebook, write_student_edition
-from lorakit.exercises import collapse, control, diffusion, files, finetuning, lora, mixing
+from lorakit.exercises import collapse, control, diffusion, files, finetuning, lora, mixing, scale
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -45,6 +45,7 @@ CASES = [  # (check, reference, stub)
     (files.check_lora_size, files.reference_lora_size, _stub),
     (files.check_file_scales, files.reference_file_scales, _stub),
     (files.check_to_kohya, files.reference_to_kohya, _stub),
+    (scale.check_attention_lora_parameters, scale.reference_attention_lora_parameters, _stub),
     (control.check_slider_prompts, control.reference_slider_prompts, _stub),
     (control.check_slider_target, control.reference_slider_target, _stub),
     (control.check_esd_target, control.reference_esd_target, _stub),
