@@ -20,6 +20,7 @@ from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 
+from lorakit.algorithms import unsupported
 from lorakit.formats import LoraFileError, inspect_lora, installed_name, peft_layout, read_state, save_lora, sd15_name
 from lorakit.paths import check_output_folder, repo_path
 from lorakit.pipeline import LORA_TARGETS, TEXT_LORA_TARGETS, quiet_loading
@@ -99,6 +100,8 @@ def load_adapter(pipe: StableDiffusionPipeline, path: str | Path, name: str) -> 
         raise ValueError(f"the pipeline already has an adapter named {name!r}; choose another name, "
                          "or pipe.delete_adapters(name) first")
     info = inspect_lora(path, pipe)  # a file that does not fit is explained before the pipeline changes
+    if not info.diffusers_loads:
+        raise LoraFileError(unsupported(info.algorithm, info.path.name))
     if info.problems:
         raise LoraFileError(f"{Path(path).name} cannot be loaded into this pipeline ({len(info.problems)} problems): "
                             + "; ".join(info.problems[:3]))

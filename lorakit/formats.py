@@ -27,6 +27,7 @@ from diffusers import StableDiffusionPipeline
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from lorakit.algorithms import DIFFUSERS_LOADS, LYCORIS_ONLY, algorithm, lycoris_layers, unsupported
 from lorakit.layout import TEXT_PREFIX
 from lorakit.paths import atomic_path, check_output_file
 
@@ -58,6 +59,12 @@ class LoraInfo:
     file_bytes: int
     alpha_from: str  # where alpha came from: ".alpha keys", "file metadata", or "missing: alpha = rank assumed"
     problems: list[str] = field(default_factory=list)  # mismatches with the pipeline given to inspect_lora
+    algorithm: str = "LoRA"  # LoRA, LoCon, LoHa, LoKr or DoRA (lorakit.algorithms)
+
+    @property
+    def diffusers_loads(self) -> bool:
+        """Whether stock diffusers' `load_lora_weights` applies this file as it means (LoRA and LoCon only)."""
+        return self.algorithm in DIFFUSERS_LOADS
 
     @property
     def scales(self) -> dict[str, float]:
@@ -72,7 +79,9 @@ class LoraInfo:
     def report(self) -> str:
         """A short human-readable summary."""
         parts = {p: sum(1 for m in self.ranks if m.startswith(p + ".")) for p in _PARTS}
-        lines = [f"{self.path.name}: {self.format} format, {self.file_bytes / 1024:.0f} KiB, {self.n_params:,} parameters",
+        loads = "stock diffusers loads it" if self.diffusers_loads else "stock diffusers cannot load it as it means"
+        lines = [f"{self.path.name}: {self.algorithm} ({loads}), {self.format} format, {self.file_bytes / 1024:.0f} KiB, "
+                 f"{self.n_params:,} parameters",
                  f"  layers: {parts['unet']} in the UNet, {parts['text_encoder']} in the text encoder; targets {self.targets}",
                  f"  rank {sorted(set(self.ranks.values()))}, alpha {sorted(set(self.alphas.values()))} "
                  f"({self.alpha_from}), scale {sorted(set(round(s, 4) for s in self.scales.values()))}"]
@@ -310,10 +319,10 @@ def _from_peft_file(state: dict[str, torch.Tensor], path: Path) -> tuple[dict[st
 
 def _detect(state: dict[str, torch.Tensor], path: Path) -> str:
     keys = list(state)
-    lycoris = [k for k in keys if any(t in k for t in ("hada_", "lokr_", ".oft_", "dora_scale"))]
-    if lycoris:
-        raise LoraFileError(f"{path.name} is a LyCORIS network (keys such as {lycoris[:2]}: LoHa, LoKr, OFT or DoRA), "
-                            "not a LoRA; lorakit reads LoRA and LoCon files")
+    other = [k for k in keys if ".oft_" in k or "oft_blocks" in k or ".b_norm" in k or ".w_norm" in k]
+    if other:
+        raise LoraFileError(f"{path.name} is a LyCORIS network of a kind lorakit does not read (keys such as {other[:2]}: "
+                            "OFT, BOFT or a normalisation adapter); lorakit reads LoRA, LoCon, LoHa, LoKr and DoRA files")
     # weights must be float; kohya's .alpha may be any number (diffusers' converter writes int64)
     not_float = [k for k, v in state.items()
                  if not (v.is_floating_point() or (k.endswith(".alpha") and v.dtype != torch.bool))]
@@ -356,6 +365,7 @@ def _diffusers_alphas(metadata: dict[str, str], factors: dict[str, dict[str, tor
 def _parse(path: Path) -> tuple[str, dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]], dict[str, float], str]:
     """(format, the file's tensors, factors per "unet.<module>", alpha per module, where alpha came from)."""
     state, metadata = read_state(path)
+    state = {k: v for k, v in state.items() if not k.endswith(_MAGNITUDES)}  # DoRA's magnitudes: counted, not factors
     fmt = _detect(state, path)
     if fmt == "kohya":
         peft_state, alphas = from_kohya(state)
@@ -391,6 +401,9 @@ def load_lora(path: str | Path, pipe: StableDiffusionPipeline | None = None) -> 
     Never writes anything.
     """
     path = Path(path)
+    algo = algorithm(read_state(path)[0])
+    if algo not in DIFFUSERS_LOADS:
+        raise LoraFileError(unsupported(algo, _lora_file(path).name))
     fmt, state, factors, alphas, _ = _parse(path)
     problems = _value_problems(factors, alphas) + (_fit_problems(factors, pipe) if pipe is not None else [])
     if problems:
@@ -473,12 +486,52 @@ def inspect_lora(path: str | Path, pipe: StableDiffusionPipeline | None = None) 
     Reads only: the pipeline is never changed.
     """
     path = Path(path)
-    fmt, _, factors, alphas, alpha_from = _parse(path)
     file = _lora_file(path)
+    state, _ = read_state(path)
+    algo = algorithm(state)
+    if algo in LYCORIS_ONLY:
+        return _inspect_lycoris(file, state, algo, pipe)
+    fmt, _, factors, alphas, alpha_from = _parse(path)
+    magnitudes = sum(v.numel() for k, v in state.items() if k.endswith(_MAGNITUDES))
     info = LoraInfo(file, fmt, {m: int(f["A"].shape[0]) for m, f in factors.items()}, alphas,
-                    sum(v.numel() for f in factors.values() for v in f.values()), file.stat().st_size, alpha_from)
+                    sum(v.numel() for f in factors.values() for v in f.values()) + magnitudes, file.stat().st_size,
+                    alpha_from, algorithm=algo)
     info.problems = _value_problems(factors, alphas) + (_fit_problems(factors, pipe) if pipe is not None else [])
     return info
+
+
+_MAGNITUDES = (".dora_scale", ".lora_magnitude_vector", ".lora_magnitude_vector.weight")  # DoRA's per-column magnitudes
+
+
+def _kohya_names(pipe: StableDiffusionPipeline) -> dict[str, str]:
+    """kohya stem -> "unet.<module>" for every Linear and Conv2d of the pipeline (text encoder with and without text_model)."""
+    names = {}
+    for part in _PARTS:
+        for name, module in getattr(pipe, part).named_modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+                module_name = f"{part}.{sd15_name(part, name.removesuffix('.base_layer'))}"
+                names[_kohya_name(module_name)] = module_name
+                names[_PARTS[part] + name.removesuffix(".base_layer").replace(".", "_")] = module_name
+    return names
+
+
+def _inspect_lycoris(file: Path, state: dict[str, torch.Tensor], algo: str, pipe: StableDiffusionPipeline | None) -> LoraInfo:
+    """`inspect_lora` for a LoHa or LoKr file: ranks, alphas and parameters per layer; with `pipe`, layers it lacks."""
+    try:
+        layers = lycoris_layers(state)
+    except ValueError as err:
+        raise LoraFileError(f"{file.name}: {err}") from err
+    names = _kohya_names(pipe) if pipe is not None else {}
+    name = {stem: names.get(stem, stem) for stem in layers}
+    problems = [f"{stem}: no such layer in the pipeline (is this network for another model?)"
+                for stem in layers if pipe is not None and stem not in names]
+    problems += [f"{k}: holds NaN or inf values (the training diverged?)" for k, v in state.items()
+                 if v.is_floating_point() and not torch.isfinite(v).all()]
+    has_alpha = any(k.endswith(".alpha") for k in state)
+    return LoraInfo(file, "kohya", {name[s]: int(l["rank"]) for s, l in layers.items()},
+                    {name[s]: l["alpha"] for s, l in layers.items()}, int(sum(l["params"] for l in layers.values())),
+                    file.stat().st_size, ".alpha keys" if has_alpha else "missing: alpha = rank assumed", problems,
+                    algorithm=algo)
 
 
 def _expected_shapes(layer: torch.nn.Module, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:

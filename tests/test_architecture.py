@@ -67,7 +67,7 @@ def test_the_cycle_finder_finds_a_cycle():
 PARTS = {
     0: {"paths", "config", "devices", "timing", "memory", "arguments", "seeds", "generations"},
     1: {"data", "tokenizer", "layout", "pipeline", "sd15", "pixels", "classifier", "metrics", "evaluation", "diffusion", "pretrain"},
-    2: {"lora", "adapters", "formats", "merge", "extract"},
+    2: {"lora", "adapters", "algorithms", "formats", "merge", "extract"},
     3: {"finetune", "stacked", "dreambooth", "control", "concepts", "collapse", "interpolation", "audit"},
     4: {"check", "exercises", "quiz", "questions", "editions", "claims", "verdicts", "results", "report", "plotting", "widgets", "envcheck", "__main__", "__init__"},
 }
