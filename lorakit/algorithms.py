@@ -9,7 +9,8 @@ PyPI), in kohya's key layout ("lora_unet_<module>", "lora_te_<module>"), told ap
 - **LoKr**: `lokr_w1` and `lokr_w2` (each may be split into `_a`, `_b` factors): ΔW = w1 ⊗ w2, a
   Kronecker product;
 - **DoRA**: LoRA's keys plus `dora_scale`, the magnitude of each column of the adapted weight
-  (peft writes its own DoRA files with `lora_magnitude_vector` instead).
+  (LyCORIS's and kohya's form; peft's own DoRA files carry `lora_magnitude_vector` instead, which
+  lorakit does not read).
 
 Stock diffusers (0.42 and 0.35) loads LoRA and LoCon files with the images LyCORIS's own code draws;
 it refuses LoHa and LoKr ("keys have not been correctly renamed") and loads a kohya DoRA file without
@@ -37,7 +38,7 @@ def algorithm(state: Mapping[str, torch.Tensor]) -> str:
         return "LoHa"
     if any(".lokr_" in k for k in keys):
         return "LoKr"
-    if any(k.endswith((".dora_scale", ".lora_magnitude_vector", ".lora_magnitude_vector.weight")) for k in keys):
+    if any(k.endswith(".dora_scale") for k in keys):
         return "DoRA"
     downs = [v for k, v in state.items() if k.endswith((".lora_down.weight", ".lora_A.weight", ".lora.down.weight"))]
     return "LoCon" if any(v.dim() == 4 and v.shape[-1] > 1 for v in downs) else "LoRA"

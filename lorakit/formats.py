@@ -362,10 +362,10 @@ def _diffusers_alphas(metadata: dict[str, str], factors: dict[str, dict[str, tor
     return {m: float(f["A"].shape[0]) for m, f in factors.items()}, "missing: alpha = rank assumed"
 
 
-def _parse(path: Path) -> tuple[str, dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]], dict[str, float], str]:
-    """(format, the file's tensors, factors per "unet.<module>", alpha per module, where alpha came from)."""
-    state, metadata = read_state(path)
-    state = {k: v for k, v in state.items() if not k.endswith(_MAGNITUDES)}  # DoRA's magnitudes: counted, not factors
+def _parse(state: dict[str, torch.Tensor], metadata: dict[str, str], path: Path
+           ) -> tuple[str, dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]], dict[str, float], str]:
+    """(format, the file's tensors, factors per "unet.<module>", alpha per module, where alpha came from) of what read_state read."""
+    state = {k: v for k, v in state.items() if not k.endswith(_DORA_SCALE)}  # DoRA's magnitudes: counted, not factors
     fmt = _detect(state, path)
     if fmt == "kohya":
         peft_state, alphas = from_kohya(state)
@@ -401,10 +401,11 @@ def load_lora(path: str | Path, pipe: StableDiffusionPipeline | None = None) -> 
     Never writes anything.
     """
     path = Path(path)
-    algo = algorithm(read_state(path)[0])
+    state, metadata = read_state(path)
+    algo = algorithm(state)
     if algo not in DIFFUSERS_LOADS:
         raise LoraFileError(unsupported(algo, _lora_file(path).name))
-    fmt, state, factors, alphas, _ = _parse(path)
+    fmt, state, factors, alphas, _ = _parse(state, metadata, path)
     problems = _value_problems(factors, alphas) + (_fit_problems(factors, pipe) if pipe is not None else [])
     if problems:
         raise LoraFileError(f"{path.name} cannot be used ({len(problems)} problems): " + "; ".join(problems[:3]))
@@ -487,12 +488,12 @@ def inspect_lora(path: str | Path, pipe: StableDiffusionPipeline | None = None) 
     """
     path = Path(path)
     file = _lora_file(path)
-    state, _ = read_state(path)
+    state, metadata = read_state(path)
     algo = algorithm(state)
     if algo in LYCORIS_ONLY:
         return _inspect_lycoris(file, state, algo, pipe)
-    fmt, _, factors, alphas, alpha_from = _parse(path)
-    magnitudes = sum(v.numel() for k, v in state.items() if k.endswith(_MAGNITUDES))
+    fmt, _, factors, alphas, alpha_from = _parse(state, metadata, path)
+    magnitudes = sum(v.numel() for k, v in state.items() if k.endswith(_DORA_SCALE))
     info = LoraInfo(file, fmt, {m: int(f["A"].shape[0]) for m, f in factors.items()}, alphas,
                     sum(v.numel() for f in factors.values() for v in f.values()) + magnitudes, file.stat().st_size,
                     alpha_from, algorithm=algo)
@@ -500,7 +501,7 @@ def inspect_lora(path: str | Path, pipe: StableDiffusionPipeline | None = None) 
     return info
 
 
-_MAGNITUDES = (".dora_scale", ".lora_magnitude_vector", ".lora_magnitude_vector.weight")  # DoRA's per-column magnitudes
+_DORA_SCALE = ".dora_scale"  # a kohya/LyCORIS DoRA layer's per-column magnitudes
 
 
 def _kohya_names(pipe: StableDiffusionPipeline) -> dict[str, str]:
@@ -510,8 +511,8 @@ def _kohya_names(pipe: StableDiffusionPipeline) -> dict[str, str]:
         for name, module in getattr(pipe, part).named_modules():
             if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
                 module_name = f"{part}.{sd15_name(part, name.removesuffix('.base_layer'))}"
-                names[_kohya_name(module_name)] = module_name
-                names[_PARTS[part] + name.removesuffix(".base_layer").replace(".", "_")] = module_name
+                names[_kohya_name(module_name)] = module_name  # SD 1.5's: lora_te_text_model_...
+                names[_PARTS[part] + name.removesuffix(".base_layer").replace(".", "_")] = module_name  # as installed
     return names
 
 
