@@ -17,7 +17,8 @@ from typing import Sequence
 import torch
 from diffusers import StableDiffusionPipeline
 from diffusers.utils import convert_state_dict_to_diffusers
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft import (LoHaConfig, LoKrConfig, LoraConfig, PeftConfig, get_peft_model_state_dict, inject_adapter_in_model,
+                  set_peft_model_state_dict)
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from lorakit.algorithms import unsupported
@@ -44,13 +45,20 @@ def add_adapter(
     name: str = "default",
     seed: int | None = 0,
     targets: Sequence[str] | None = None,
+    kind: str = "lora",
 ) -> StableDiffusionPipeline:
-    """Add a trainable peft LoRA named `name` to the UNet's attention (+ ResNet convs) and the text encoder's.
+    """Add a trainable peft adapter named `name` to the UNet's attention (+ ResNet convs) and the text encoder's.
 
     Alpha defaults to the rank (scale alpha/r = 1). `seed` fixes the random init of the A factors
     (torch's global RNG is seeded for the init only; seed=None draws from the caller's stream instead).
     `targets` replaces the UNet's default target modules (e.g. only the cross-attention's to_k, to_v).
+    `kind` picks peft's adapter: "lora", "dora" (`use_dora`), "loha" (`LoHaConfig`) or "lokr" (`LoKrConfig`).
     """
+    if kind not in ADAPTER_KINDS:
+        raise ValueError(f"kind must be one of {ADAPTER_KINDS}, got {kind!r}")
+    if dropout and kind in ("loha", "lokr"):
+        raise ValueError(f"dropout is LoRA's (lora_dropout); peft's {kind} has rank_dropout and module_dropout "
+                         "instead: use kind='lora' or 'dora' with dropout, or dropout=0")
     if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
         raise ValueError(f"rank must be a positive integer, got {rank!r}")
     if alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
@@ -69,15 +77,26 @@ def add_adapter(
     targets = list(targets)
     with seeded(seed), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_SECOND_ADAPTER)  # several named adapters are the point here
-        pipe.unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets),
-                              adapter_name=name)
+        pipe.unet.add_adapter(_config(kind, rank, alpha, dropout, targets), adapter_name=name)
         if text_encoder:
-            config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(TEXT_LORA_TARGETS))
-            _add_text_encoder_adapter(pipe.text_encoder, config, name)
+            _add_text_encoder_adapter(pipe.text_encoder, _config(kind, rank, alpha, dropout, list(TEXT_LORA_TARGETS)), name)
     return pipe
 
 
-def _add_text_encoder_adapter(text_encoder: torch.nn.Module, config: LoraConfig, name: str) -> None:
+ADAPTER_KINDS = ("lora", "dora", "loha", "lokr")
+
+
+def _config(kind: str, rank: int, alpha: float, dropout: float, targets: list[str]) -> PeftConfig:
+    """peft's config for one kind of adapter: LoRA (ΔW = B A), DoRA (LoRA on the direction, a learnt magnitude),
+    LoHa (a Hadamard product of two rank-r products), LoKr (a Kronecker product)."""
+    if kind == "loha":
+        return LoHaConfig(r=rank, alpha=alpha, target_modules=targets)
+    if kind == "lokr":
+        return LoKrConfig(r=rank, alpha=alpha, target_modules=targets)
+    return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, use_dora=kind == "dora")
+
+
+def _add_text_encoder_adapter(text_encoder: torch.nn.Module, config: PeftConfig, name: str) -> None:
     """What transformers' `add_adapter` does, without its check for peft >= 0.22 (the kit pins peft 0.21.2,
     with which diffusers loads text-encoder LoRAs through transformers' `load_adapter` in the same way)."""
     inject_adapter_in_model(config, text_encoder, adapter_name=name)

@@ -20,6 +20,7 @@ from lorakit.metrics import mean_ci
 from lorakit.paths import PIPELINE_DIR, REPO_ROOT, atomic_path
 from lorakit.pretrain import REPORT_NAME
 from lorakit.results import RESULTS_DIR, notebook_number
+from lorakit.verdicts import paired_difference_ci
 
 README = REPO_ROOT / "README.md"
 _ATTRIBUTES = ("colour", "shape", "size", "style")
@@ -279,6 +280,18 @@ def _extra_findings(name: str, results: dict[str, dict], results_dir: Path) -> l
             lines.append("- The judge against the pixel rules, per attribute: "
                          + ", ".join(f"{a} {s}" for a, s in standing.items()) + " (the 95% bar, on its interval).")
         return lines
+    if name.startswith("06") and "adapter_kinds" in r:
+        kinds = r["adapter_kinds"]
+        words = []
+        for label in sorted(kinds, key=lambda k: k != "LoRA"):  # LoRA first: the others are read against it
+            concept = [x["concept"] for x in kinds[label]]
+            text = f"{label} {np.mean(concept):.2f} ({kinds[label][0]['parameters']:,} parameters"
+            if label != "LoRA":
+                diff, (lo, hi) = paired_difference_ci(concept, [x["concept"] for x in kinds["LoRA"]])
+                text += f"; against LoRA: {'higher' if lo > 0 else 'lower' if hi < 0 else 'inconclusive'}, {diff:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+            words.append(text + ")")
+        return [f"- Four adapter kinds on one concept, same recipe, {len(kinds['LoRA'])} seeds, share drawn orange: "
+                + "; ".join(words) + "."]
     if name.startswith("07b"):
         return []
     if name.startswith("07") and "slider" in r:

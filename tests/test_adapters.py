@@ -98,3 +98,28 @@ def test_checkpoint_folders_are_never_cleared_without_overwrite(tmp_path):
         with pytest.raises(FileExistsError, match="notes.txt"):
             CheckpointSaver(pipe, mixed, 2, overwrite=overwrite)
     assert sorted(p.name for p in mixed.iterdir()) == ["notes.txt", "step_000003.safetensors"]
+
+
+def test_each_kind_of_adapter_trains_only_its_own_weights_with_its_own_size():
+    """LoRA r·(in+out) per layer; DoRA adds one magnitude per output; LoHa two rank-r pairs; LoKr Kronecker factors."""
+    counts = {}
+    for kind in ("lora", "dora", "loha", "lokr"):
+        pipe = add_adapter(load_pipeline(device="cpu"), rank=4, alpha=8, kind=kind)
+        trained = {n: p for part in (pipe.unet, pipe.text_encoder) for n, p in part.named_parameters() if p.requires_grad}
+        marker = {"lora": ".lora_", "dora": ".lora_", "loha": ".hada_", "lokr": ".lokr_"}[kind]
+        assert all(marker in n for n in trained), kind  # DoRA's magnitudes are lora_magnitude_vector
+        counts[kind] = sum(p.numel() for p in trained.values())
+    outputs = sum(m.out_features for pipe in [add_adapter(load_pipeline(device="cpu"), rank=4)]
+                  for part in (pipe.unet, pipe.text_encoder) for n, m in part.named_modules()
+                  if isinstance(m, torch.nn.Linear) and n.endswith("base_layer"))
+    assert counts["lora"] == 37_248 and counts["dora"] == counts["lora"] + outputs
+    assert counts["loha"] == 2 * counts["lora"] and counts["lokr"] < counts["lora"]
+
+
+@pytest.mark.parametrize("bad, match", [({"kind": "lycoris"}, "kind must be one of"),
+                                        ({"kind": "loha", "dropout": 0.1}, "dropout is LoRA's")])
+def test_an_unknown_kind_or_option_is_refused_before_the_pipeline_changes(bad, match):
+    pipe = load_pipeline(device="cpu")
+    with pytest.raises(ValueError, match=match):
+        add_adapter(pipe, **bad)
+    assert not getattr(pipe.unet, "peft_config", None)
