@@ -4,7 +4,9 @@
 - older: transformers 4.57, diffusers 0.35, peft 0.17, huggingface_hub < 1 (constraints-compat.txt,
   `make compat`), what many course machines and hosted notebooks still run.
 
-Everything else in the kit is written once for both.
+Where the generations differ, the kit meets it in one place each: from_pretrained's dtype argument
+(here), CLIP's module paths with or without "text_model." (`lorakit.formats.installed_name` and
+`sd15_name`), and the tokenizer files and text-encoder keys of a saved pipeline (`lorakit.layout`).
 """
 
 from __future__ import annotations
