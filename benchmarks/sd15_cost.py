@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from lorakit.adapters import adapter_alphas, adapter_state, add_adapter
 from lorakit.data import make_dataset
-from lorakit.diffusion import TrainConfig, encode_data
+from lorakit.diffusion import TrainConfig, denoising_loss, encode_data
 from lorakit.finetune import train
 from lorakit.formats import save_lora
 from lorakit.memory import measure_peak_memory, saved_for_backward
@@ -50,8 +50,6 @@ def _file_bytes(pipe, name: str = "default") -> int:
 
 def _step_costs(pipe, enc) -> dict[str, float]:
     """Bytes autograd keeps for backward, and the rise of the process's memory, over one training step."""
-    from lorakit.diffusion import denoising_loss
-
     with saved_for_backward(pipe.unet, pipe.text_encoder) as saved:
         denoising_loss(pipe, enc, STEP.batch_size, torch.Generator().manual_seed(0))
     with measure_peak_memory() as peak:

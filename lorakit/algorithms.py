@@ -23,7 +23,6 @@ from typing import Mapping
 
 import torch
 
-ALGORITHMS = ("LoRA", "LoCon", "LoHa", "LoKr", "DoRA")
 DIFFUSERS_LOADS = frozenset({"LoRA", "LoCon"})  # what `pipe.load_lora_weights` applies as the file means it
 LYCORIS_ONLY = frozenset({"LoHa", "LoKr"})  # weights that are not A and B factors at all
 _LYCORIS_ENDINGS = (".hada_w1_a", ".hada_w1_b", ".hada_w2_a", ".hada_w2_b", ".hada_t1", ".hada_t2",

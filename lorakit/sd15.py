@@ -21,7 +21,6 @@ SD15_DIR = DATA_DIR / "sd15"
 # stable-diffusion-v1-5's parameter counts, as its model card and every loader report them
 PUBLISHED_PARAMETERS = {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}
 SD15_TOKENS = 77  # SD 1.5's prompt length (the tiny model's: 16)
-LATENT_FACTOR = 8  # pixels per latent cell: 512 px images are 64 x 64 latents
 
 
 def sd15_pipeline(seed: int = 0) -> StableDiffusionPipeline:
