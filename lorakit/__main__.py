@@ -49,8 +49,8 @@ def _train_classifier(args: argparse.Namespace) -> None:
     from lorakit.classifier import train_classifier
 
     start = time.perf_counter()
-    _, table = train_classifier(out=args.out, steps=args.steps, seed=args.seed, device=args.device,
-                                overwrite=args.overwrite)
+    _, table = train_classifier(out=args.out, n_train=args.n_train, steps=args.steps, object_steps=args.object_steps,
+                                seed=args.seed, device=args.device, overwrite=args.overwrite)
     print(f"saved {args.out} in {time.perf_counter() - start:.0f} s; held-out accuracy:")
     for name, value in table.items():
         print(f"  {name:16s} {value:.4f}")
@@ -118,7 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     clf = sub.add_parser("train-classifier", help="train the attribute classifier (shipped: data/classifier.safetensors)")
     _common(clf, RUNS_DIR / "classifier.safetensors", "classifier file")
-    clf.add_argument("--steps", type=_positive_int, default=1500)
+    clf.add_argument("--steps", type=_positive_int, default=1500, help="attribute training steps (default: 1500)")
+    clf.add_argument("--n-train", dest="n_train", type=_positive_int, default=24_000,
+                     help="rendered training images (default: 24000)")
+    clf.add_argument("--object-steps", dest="object_steps", type=_positive_int, default=1200,
+                     help="training steps of the object network, which tells one object from none (default: 1200)")
     clf.add_argument("--seed", type=_non_negative_int, default=0)
     clf.set_defaults(func=_train_classifier)
 

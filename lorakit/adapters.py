@@ -80,6 +80,8 @@ def add_adapter(
         pipe.unet.add_adapter(_config(kind, rank, alpha, dropout, targets), adapter_name=name)
         if text_encoder:
             _add_text_encoder_adapter(pipe.text_encoder, _config(kind, rank, alpha, dropout, list(TEXT_LORA_TARGETS)), name)
+    for model in (pipe.unet, pipe.text_encoder):
+        model.train(model.training)  # peft's new layers start in training mode: LoRA dropout would be on when sampling
     return pipe
 
 

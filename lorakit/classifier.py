@@ -223,8 +223,9 @@ def train_classifier(
     device: str | torch.device | None = None,
     overwrite: bool = False,
     vae: torch.nn.Module | None = None,
+    object_steps: int = 1_200,
 ) -> tuple[AttributeClassifier, dict[str, float]]:
-    """Train the classifier on every attribute (held-out ones too); save it atomically if `out`.
+    """Train the classifier on every attribute (held-out ones too), then its object network; save it atomically if `out`.
 
     It judges generated images, so it trains on what they look like too: a quarter of the images
     (at most one per four training samples drawn) also pass through the pipeline's VAE (`vae`,
@@ -232,7 +233,7 @@ def train_classifier(
     nearest palette hue), saturation changes, blur and noise.
     An existing file at `out` is replaced only with `overwrite` (checked before training starts).
     """
-    for name, value in (("n_train", n_train), ("steps", steps), ("batch_size", batch_size)):
+    for name, value in (("n_train", n_train), ("steps", steps), ("batch_size", batch_size), ("object_steps", object_steps)):
         require_whole(name, value)
     if not lr > 0:
         raise ValueError(f"lr must be a positive learning rate, got {lr!r}")
@@ -263,7 +264,7 @@ def train_classifier(
         loss.backward()
         opt.step()
         sched.step()
-    train_object_judge(model, vae=vae, seed=seed)
+    train_object_judge(model, vae=vae, steps=object_steps, seed=seed)
     model.eval()
     table = accuracy_table(model, val)
     if out is not None:
@@ -272,18 +273,19 @@ def train_classifier(
 
 
 def train_object_judge(model: AttributeClassifier, vae: torch.nn.Module, n: int = 6_000, steps: int = 1_200,
-                       seed: int = 0) -> dict[str, float]:
+                       seed: int = 0, held: int = 1_000) -> dict[str, float]:
     """Train the judge's object network (only it) to tell one object from none; returns its held-out error rates.
 
     Positives: n renders of every attribute, n // 4 `oversized_images` (objects larger than any render,
     as generated "large" objects sometimes are) and n // 2 `warped_images` (bent, some faded, as generated
     objects come out), half of them also through the VAE; negatives: as many `no_object_images`, half
     through the VAE too, so that what separates the two is the object, not the VAE's blur. Batches of
-    64 + 64 with flips, blur and noise. Held out: 1,000 renders, 1,000 warped objects and 1,000
-    negatives, each clean and through the VAE.
+    64 + 64 with flips, blur and noise. Held out: `held` renders, warped objects and negatives, each clean
+    and through the VAE.
     """
     require_whole("n", n)
     require_whole("steps", steps)
+    require_whole("held", held)
     cpu = torch.device("cpu")
 
     def with_round_trips(images: torch.Tensor, k: int) -> torch.Tensor:
@@ -317,9 +319,9 @@ def train_object_judge(model: AttributeClassifier, vae: torch.nn.Module, n: int 
         opt.step()
         sched.step()
     net.eval()
-    held_pos = with_round_trips(make_dataset(1_000, seed=seed + 603, include=ATTRIBUTE_WORDS).images, 1_000)
-    held_warped = with_round_trips(warped_images(1_000, seed=seed + 607), 1_000)
-    held_neg = with_round_trips(no_object_images(1_000, seed=seed + 604), 1_000)
+    held_pos = with_round_trips(make_dataset(held, seed=seed + 603, include=ATTRIBUTE_WORDS).images, held)
+    held_warped = with_round_trips(warped_images(held, seed=seed + 607), held)
+    held_neg = with_round_trips(no_object_images(held, seed=seed + 604), held)
 
     def accepted(images: torch.Tensor) -> float:
         return classify(model, images)["object"].ge(OBJECT_THRESHOLD).float().mean().item()

@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -45,6 +45,8 @@ try:
 finally:
     _IMPORT_LOGGER.removeFilter(_NOTICE_FILTER)
 
+from peft.tuners.tuners_utils import BaseTunerLayer
+
 from lorakit.arguments import require_whole
 from lorakit.data import IMAGE_SIZE, as_uint8, to_model_range, to_uint8, unknown_words
 from lorakit.devices import device as pick_device
@@ -56,6 +58,9 @@ from lorakit.tokenizer import MAX_LENGTH, build_tokenizer
 TEXT_DIM = 64  # width of the text embeddings the UNet cross-attends to (SD 1.5: 768)
 DEFAULT_STEPS = 20  # sampler steps for generate()
 DEFAULT_GUIDANCE = 4.0  # classifier-free guidance scale for generate()
+# Images per pipeline call and per VAE decode in generate(): this CPU's per-image cost is lowest there, and
+# grows for bigger batches (diffusers decodes a call's whole batch at once); benchmarks/generate.py.
+GENERATE_CHUNK, DECODE_CHUNK = 128, 32
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections SD LoRAs target
 TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")  # CLIP's attention, kohya's "lora_te_" modules
 _COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
@@ -252,7 +257,8 @@ def generate(
     """Images for prompts as uint8 (B, 3, 32, 32); image i uses seed + i, whatever the batch or device.
 
     Warns about words the model never saw in training (they are spelled out letter by letter).
-    Extra keyword arguments go to the pipeline call (e.g. cross_attention_kwargs).
+    Extra keyword arguments go to the pipeline call (e.g. cross_attention_kwargs). Active peft adapters
+    are merged into the weights while sampling (`merged_adapters`), as `pipe.fuse_lora()` would.
     """
     return generate_groups(pipe, [(prompts, seed, n_per_prompt)], num_inference_steps, guidance_scale, **kwargs)[0]
 
@@ -287,24 +293,63 @@ def generate_groups(
 
 def _generate_each(pipe: StableDiffusionPipeline, prompts: list[str], seeds: list[int], num_inference_steps: int,
                    guidance_scale: float, **kwargs) -> torch.Tensor:
-    """One image per (prompt, seed), as uint8 (B, 3, 32, 32), in one pipeline call."""
+    """One image per (prompt, seed), as uint8 (B, 3, 32, 32): pipeline calls of GENERATE_CHUNK images, decoded in
+    DECODE_CHUNKs (each image's noise comes from its own seed, so the chunks change nothing but float rounding)."""
     accepted = inspect.signature(pipe.__call__).parameters
     unknown = sorted(k for k in kwargs if k not in accepted)
     if unknown:  # diffusers would drop them silently
         raise TypeError(f"generate() got keyword(s) {unknown} that neither it nor the pipeline takes (the pipeline "
                         "would ignore them silently); e.g. num_inference_steps=, guidance_scale=, cross_attention_kwargs=")
+    batched = sorted(k for k in kwargs if k in ("latents", "prompt_embeds", "negative_prompt_embeds", "output_type"))
+    if batched:
+        raise TypeError(f"generate() makes each image from its prompt and seed, so it does not take {batched}; "
+                        "call the pipeline itself (pipe(...)) to pass them")
     # Noise is drawn on the CPU whatever the device, so a seed gives the same image on a laptop and a GPU.
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-    with torch.no_grad():
-        out = pipe(
-            prompt=prompts,
-            generator=generators,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            output_type="pt",
-            **kwargs,
-        ).images  # (B, 3, H, W) float in [0, 1]
-    return as_uint8(out)
+    starts = range(0, len(prompts), GENERATE_CHUNK)
+    images = []
+    # A call-time LoRA scale (cross_attention_kwargs) is applied by diffusers to unmerged layers only.
+    merged = merged_adapters(pipe) if "cross_attention_kwargs" not in kwargs else nullcontext()
+    with torch.no_grad(), merged:
+        for i in tqdm(starts, desc=f"{len(prompts)} images", leave=False, disable=len(starts) < 2):
+            latents = pipe(
+                prompt=prompts[i : i + GENERATE_CHUNK],
+                generator=generators[i : i + GENERATE_CHUNK],
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                output_type="latent",
+                **kwargs,
+            ).images  # (b, 4, 8, 8)
+            for part in latents.split(DECODE_CHUNK):
+                # what pipe(..., output_type="pt") does after the last step
+                decoded = pipe.vae.decode(part / pipe.vae.config.scaling_factor, return_dict=False)[0]  # in [-1, 1]
+                out = pipe.image_processor.postprocess(decoded, output_type="pt", do_denormalize=[True] * len(part))
+                images.append(as_uint8(out))  # (b, 3, H, W)
+    return torch.cat(images)
+
+
+@contextmanager
+def merged_adapters(pipe: StableDiffusionPipeline) -> Iterator[None]:
+    """Inside the block, every active peft adapter (LoRA, DoRA, LoHa, LoKr) is merged into its base weights, as
+    `pipe.fuse_lora()` merges it: the same network up to float rounding, at the base model's cost (an unmerged
+    adapter adds an extra small matmul per layer: about 1.4x the sampling time on this CPU,
+    `benchmarks/generate.py`). Leaving restores the exact base weights; adapters already merged by the user, or
+    switched off (`pipe.disable_lora()`), are left as they are."""
+    saved: list[tuple[BaseTunerLayer, torch.Tensor]] = []  # (layer, its base weight before merging)
+    try:
+        with torch.no_grad():
+            for model in (pipe.unet, pipe.text_encoder):
+                for layer in model.modules():
+                    if isinstance(layer, BaseTunerLayer) and layer.active_adapters and not (
+                            layer.merged or layer.disable_adapters):
+                        saved.append((layer, layer.get_base_layer().weight.detach().clone()))
+                        layer.merge()
+        yield
+    finally:
+        with torch.no_grad():
+            for layer, weight in saved:
+                layer.get_base_layer().weight.copy_(weight)
+                layer.merged_adapters = []
 
 
 @torch.no_grad()

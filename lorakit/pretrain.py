@@ -188,7 +188,7 @@ class _Run:
         cfg = self.cfg
         for group in self.opt.param_groups:
             group["lr"] = cfg.lr * _lr_factor(self.step, cfg.unet_steps, cfg.warmup_steps)
-        denoiser = Denoiser(self.unet, self.text_encoder, self.scheduler, self.vae.config.scaling_factor)
+        denoiser = Denoiser(self.unet, self.text_encoder, self.scheduler, self.vae.config.scaling_factor, self.dev)
         loss = denoising_loss(denoiser, self.enc, cfg.batch_size, self.gen, cfg.caption_dropout, run_text_encoder=True)
         _check_finite(loss, "UNet", self.step)
         self.opt.zero_grad(set_to_none=True)

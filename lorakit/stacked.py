@@ -7,7 +7,7 @@ one tensor, (K, out, in), and applies them with one batched matmul (a grouped co
 convolution's LoRA), sample group k going through adapter k only. Each seed still starts from its
 own init, draws its own batches from its own generator, and has its own loss and AdamW state, so a
 stacked run trains the same K adapters as K runs of `lorakit.finetune.train` (up to float rounding;
-LoRA dropout draws its masks differently). `benchmarks/stacked_training.py` measures the gain.
+LoRA dropout draws its masks differently). `benchmarks/many_seeds.py` measures the gain.
 
 This is an accelerator for the course's many-seed experiments, not a lesson: each pipeline keeps its
 ordinary peft adapter, which holds its seed's weights again when training ends.
@@ -194,6 +194,7 @@ def train_stacked(
                     for k, callback in enumerate(on_step):
                         if callback is not None:
                             callback(step + 1, losses[k][-1])
-        carrier.unet.eval()
-        carrier.text_encoder.eval()
+    for pipe in pipes:  # every seed's own layers, the carrier's included, back in inference mode (LoRA dropout off)
+        pipe.unet.eval()
+        pipe.text_encoder.eval()
     return losses

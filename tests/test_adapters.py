@@ -27,6 +27,14 @@ def _sample(pipe):
     return generate(pipe, ["a sks triangle", "a large red circle"], seed=3, num_inference_steps=6)
 
 
+def test_a_new_adapter_follows_its_models_mode():
+    """peft's new layers start in training mode; add_adapter puts them in the model's (here: inference, dropout off)."""
+    pipe = add_adapter(load_pipeline(device="cpu"), rank=2, dropout=0.1, seed=0)
+    assert not [n for n, m in [*pipe.unet.named_modules(), *pipe.text_encoder.named_modules()] if m.training]
+    images = [generate(pipe, "a large red circle", seed=0, num_inference_steps=4) for _ in range(2)]
+    assert torch.equal(*images)  # no dropout mask drawn while sampling
+
+
 def test_only_lora_factors_train_and_they_reach_convs_and_text_encoder():
     pipe = add_adapter(load_pipeline(device="cpu"), rank=2, conv=True)
     trainable = [n for part in (pipe.unet, pipe.text_encoder) for n, p in part.named_parameters() if p.requires_grad]

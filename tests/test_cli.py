@@ -95,9 +95,16 @@ def test_errors_exit_non_zero_from_a_shell(tmp_path):
     assert (tmp_path / "mine.txt").read_text() == "keep me"
 
 
-def test_train_classifier_writes_a_new_file(tmp_path, capsys):
+def test_train_classifier_writes_a_new_file(tmp_path, capsys, monkeypatch):
+    from functools import partial
+
+    import lorakit.classifier as classifier
+
+    # the command end to end at toy size, the object network on few images too (what the shipped one learnt is
+    # checked in test_classifier)
+    monkeypatch.setattr(classifier, "train_object_judge", partial(classifier.train_object_judge, n=64, held=64))
     out = tmp_path / "clf.safetensors"
-    main(["train-classifier", "--out", str(out), "--steps", "2"])
+    main(["train-classifier", "--out", str(out), "--steps", "2", "--n-train", "512", "--object-steps", "2"])
     assert out.is_file() and "held-out accuracy" in capsys.readouterr().out
 
 

@@ -13,7 +13,16 @@ from diffusers.utils import convert_state_dict_to_diffusers
 
 from lorakit.evaluation import score_prompts
 from lorakit.paths import PIPELINE_DIR
-from lorakit.pipeline import LORA_TARGETS, build_pipeline, generate, generate_groups, load_pipeline, parameter_counts
+from lorakit.pipeline import (
+    GENERATE_CHUNK,
+    LORA_TARGETS,
+    build_pipeline,
+    generate,
+    generate_groups,
+    load_pipeline,
+    merged_adapters,
+    parameter_counts,
+)
 from lorakit.pretrain import save_pipeline_atomic
 
 PROMPTS = ["a large red circle", "a small blue square", "a large yellow triangle", "a small green circle"]
@@ -168,3 +177,35 @@ def test_a_corrupted_text_encoder_file_is_named_with_the_rebuild_command(tmp_pat
 def test_generate_refuses_keywords_the_pipeline_would_ignore(pipe):
     with pytest.raises(TypeError, match=r"\['steps'\].*num_inference_steps"):
         generate(pipe, "a red circle", steps=1)
+
+
+def _lora_pipe() -> StableDiffusionPipeline:
+    """The shipped pipeline with a rank-2 UNet LoRA whose B factors are not zero (a fresh one changes nothing)."""
+    pipe = load_pipeline(device="cpu")
+    pipe.unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=list(LORA_TARGETS)), adapter_name="x")
+    with torch.no_grad():
+        for name, p in pipe.unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05, generator=torch.Generator().manual_seed(0))
+    return pipe
+
+
+def test_generate_samples_adapters_merged_and_restores_the_exact_weights():
+    pipe = _lora_pipe()
+    before = {n: p.detach().clone() for n, p in pipe.unet.named_parameters()}
+    with merged_adapters(pipe):
+        assert all(m.merged for m in pipe.unet.modules() if hasattr(m, "merged_adapters"))
+    assert all(torch.equal(before[n], p) for n, p in pipe.unet.named_parameters())
+    prompts = ["a large red circle", "a small blue square"] * (GENERATE_CHUNK // 2 + 4)  # two chunks
+    merged = generate(pipe, prompts, num_inference_steps=4)
+    unmerged = generate(pipe, prompts, num_inference_steps=4, cross_attention_kwargs={"scale": 1.0})  # never merged
+    assert (merged.int() - unmerged.int()).abs().max() <= 1  # the same network, up to float rounding
+    assert all(torch.equal(before[n], p) for n, p in pipe.unet.named_parameters())
+    pipe.disable_lora()  # switched off: sampled as the base model, not merged in
+    base = load_pipeline(device="cpu")
+    assert torch.equal(generate(pipe, prompts[:4], num_inference_steps=4), generate(base, prompts[:4], num_inference_steps=4))
+
+
+def test_generate_refuses_batch_shaped_pipeline_arguments():
+    with pytest.raises(TypeError, match="call the pipeline itself"):
+        generate(load_pipeline(device="cpu"), "a large red circle", latents=torch.zeros(1, 4, 8, 8))

@@ -48,6 +48,14 @@ def test_stacked_seeds_train_the_adapters_separate_runs_train(tmp_path):
     assert not any(isinstance(m, (GroupedLinear, GroupedConv2d)) for m in pipes[0].unet.modules())
 
 
+def test_every_stacked_pipeline_samples_with_lora_dropout_off():
+    """After stacked training, no layer of any seed's pipeline is left in training mode (LoRA dropout would stay on)."""
+    pipes = [load_pipeline(device="cpu") for _ in range(2)]
+    train_dreambooth_seeds(pipes, few_shot_instance(5), CONFIG, [0, 1], dropout=0.1)
+    for pipe in pipes:
+        assert not [n for n, m in [*pipe.unet.named_modules(), *pipe.text_encoder.named_modules()] if m.training]
+
+
 def test_stacking_refuses_mismatched_or_repeated_pipelines():
     a, b = load_pipeline(device="cpu"), load_pipeline(device="cpu")
     add_adapter(a, rank=4)
