@@ -43,8 +43,12 @@ $(LAB_SETTINGS): $(STAMP)
 	printf '%s\n' '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' > $@
 
 # Unit tests, then every notebook executed in quick mode under nbval.
+# TEST_WORKERS pytest processes (pytest-xdist; a file's tests, and so a notebook's cells, stay on one worker), one
+# thread each: much of quick mode is Python and kernel start-up, which one process cannot spread over two cores.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	LORAKIT_QUICK=1 HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -q -rs tests notebooks --nbval-lax
+	LORAKIT_QUICK=1 HF_HUB_OFFLINE=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -rs \
+	  -n $(TEST_WORKERS) --dist loadfile tests notebooks --nbval-lax
 
 # The fast unit tests only (no pipeline-level or subprocess tests, no notebooks): well under a minute.
 unit: $(STAMP)

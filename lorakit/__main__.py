@@ -14,7 +14,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from lorakit.paths import RUNS_DIR, repo_path
+from lorakit.paths import REPO_ROOT, RUNS_DIR, repo_path
 
 
 def _int_at_least(minimum: int):
@@ -94,15 +94,20 @@ def _readme(args: argparse.Namespace) -> None:
 def _student(args: argparse.Namespace) -> None:
     from lorakit.editions import write_student_edition
 
-    notebooks = sorted((RUNS_DIR.parent / "notebooks").glob("[0-9]*.ipynb"))
+    notebooks = sorted((REPO_ROOT / "notebooks").glob("[0-9]*.ipynb"))
     for path, what in write_student_edition(notebooks, args.out, overwrite=args.overwrite).items():
         print(f"{what:7s} {path}" + (" (yours: kept; --overwrite replaces it, keeping a copy in runs/replaced/)"
                                      if what == "kept" else ""))
 
 
+def _shown(path: Path) -> str:
+    """A default path as the help shows it: from the repository root when it lies inside (LORAKIT_RUNS may move runs/)."""
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
 def _common(parser: argparse.ArgumentParser, out: Path, what: str) -> None:
     parser.add_argument("--out", type=repo_path, default=out,
-                        help=f"where to write the {what} (default: {out.relative_to(RUNS_DIR.parent)}; "
+                        help=f"where to write the {what} (default: {_shown(out)}; "
                              "relative paths start at the repository root)")
     parser.add_argument("--overwrite", action="store_true",
                         help=f"replace an existing {what} at --out (needed to replace the shipped one in data/, "
@@ -150,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     ada.set_defaults(func=_train_adapters)
 
     student = sub.add_parser("student", help="write the student edition of every notebook (solutions stubbed)")
-    student.add_argument("--out", type=repo_path, default=RUNS_DIR.parent / "student",
+    student.add_argument("--out", type=repo_path, default=REPO_ROOT / "student",
                          help="folder for the student notebooks (default: student/)")
     student.add_argument("--overwrite", action="store_true",
                          help="replace student notebooks that exist (your work there is copied to runs/replaced/ first)")

@@ -26,7 +26,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"
 CLASSIFIER_PATH = DATA_DIR / "classifier.safetensors"
 PIPELINE_DIR = DATA_DIR / "tiny-sd"
-RUNS_DIR = REPO_ROOT / "runs"  # what notebooks and commands write while they run; not committed
+# What notebooks and commands write while they run; not committed. LORAKIT_RUNS moves it (`make test` gives
+# each of its parallel workers its own, so that a notebook and its student edition never share checkpoints).
+RUNS_DIR = Path(os.environ.get("LORAKIT_RUNS", "").strip() or REPO_ROOT / "runs").resolve()
 REPLACED_DIR = RUNS_DIR / "replaced"  # earlier versions of shipped files that an --overwrite replaced
 
 

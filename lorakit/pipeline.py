@@ -252,15 +252,19 @@ def generate(
     num_inference_steps: int = DEFAULT_STEPS,
     guidance_scale: float = DEFAULT_GUIDANCE,
     n_per_prompt: int = 1,
+    merge: bool = True,
     **kwargs,
 ) -> torch.Tensor:
     """Images for prompts as uint8 (B, 3, 32, 32); image i uses seed + i, whatever the batch or device.
 
     Warns about words the model never saw in training (they are spelled out letter by letter).
-    Extra keyword arguments go to the pipeline call (e.g. cross_attention_kwargs). Active peft adapters
-    are merged into the weights while sampling (`merged_adapters`), as `pipe.fuse_lora()` would.
+    Extra keyword arguments go to the pipeline call (e.g. cross_attention_kwargs). With `merge` (the
+    default), active peft adapters are merged into the weights while sampling (`merged_adapters`), as
+    `pipe.fuse_lora()` merges them: the same images up to float rounding, faster; `merge=False` runs them
+    as separate layers, as a plain `pipe(...)` call does (e.g. to time that).
     """
-    return generate_groups(pipe, [(prompts, seed, n_per_prompt)], num_inference_steps, guidance_scale, **kwargs)[0]
+    return generate_groups(pipe, [(prompts, seed, n_per_prompt)], num_inference_steps, guidance_scale, merge,
+                           **kwargs)[0]
 
 
 def generate_groups(
@@ -268,6 +272,7 @@ def generate_groups(
     groups: Sequence[tuple[Sequence[str] | str, int, int]],
     num_inference_steps: int = DEFAULT_STEPS,
     guidance_scale: float = DEFAULT_GUIDANCE,
+    merge: bool = True,
     **kwargs,
 ) -> list[torch.Tensor]:
     """Several `generate` calls in one batch: groups of (prompts, seed, n_per_prompt), one image tensor per group.
@@ -288,11 +293,11 @@ def generate_groups(
     unknown = sorted({w for p in prompts for w in unknown_words(p)})
     if unknown:
         warnings.warn(f"words the tiny model has never seen: {unknown}; it can only guess at them", stacklevel=3)
-    return list(_generate_each(pipe, prompts, seeds, num_inference_steps, guidance_scale, **kwargs).split(sizes))
+    return list(_generate_each(pipe, prompts, seeds, num_inference_steps, guidance_scale, merge, **kwargs).split(sizes))
 
 
 def _generate_each(pipe: StableDiffusionPipeline, prompts: list[str], seeds: list[int], num_inference_steps: int,
-                   guidance_scale: float, **kwargs) -> torch.Tensor:
+                   guidance_scale: float, merge: bool, **kwargs) -> torch.Tensor:
     """One image per (prompt, seed), as uint8 (B, 3, 32, 32): pipeline calls of GENERATE_CHUNK images, decoded in
     DECODE_CHUNKs (each image's noise comes from its own seed, so the chunks change nothing but float rounding)."""
     accepted = inspect.signature(pipe.__call__).parameters
@@ -309,9 +314,10 @@ def _generate_each(pipe: StableDiffusionPipeline, prompts: list[str], seeds: lis
     starts = range(0, len(prompts), GENERATE_CHUNK)
     images = []
     # A call-time LoRA scale (cross_attention_kwargs) is applied by diffusers to unmerged layers only.
-    merged = merged_adapters(pipe) if "cross_attention_kwargs" not in kwargs else nullcontext()
+    merged = merged_adapters(pipe) if merge and "cross_attention_kwargs" not in kwargs else nullcontext()
     with torch.no_grad(), merged:
-        for i in tqdm(starts, desc=f"{len(prompts)} images", leave=False, disable=len(starts) < 2):
+        # a bar only for a call long enough to wait for (4 chunks: about 12 s here); loops have their own
+        for i in tqdm(starts, desc=f"{len(prompts)} images", leave=False, disable=len(starts) < 4):
             latents = pipe(
                 prompt=prompts[i : i + GENERATE_CHUNK],
                 generator=generators[i : i + GENERATE_CHUNK],

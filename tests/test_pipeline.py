@@ -198,8 +198,11 @@ def test_generate_samples_adapters_merged_and_restores_the_exact_weights():
     assert all(torch.equal(before[n], p) for n, p in pipe.unet.named_parameters())
     prompts = ["a large red circle", "a small blue square"] * (GENERATE_CHUNK // 2 + 4)  # two chunks
     merged = generate(pipe, prompts, num_inference_steps=4)
-    unmerged = generate(pipe, prompts, num_inference_steps=4, cross_attention_kwargs={"scale": 1.0})  # never merged
+    unmerged = generate(pipe, prompts, num_inference_steps=4, merge=False)
     assert (merged.int() - unmerged.int()).abs().max() <= 1  # the same network, up to float rounding
+    assert not torch.equal(merged, generate(load_pipeline(device="cpu"), prompts, num_inference_steps=4))  # it acts
+    scaled = generate(pipe, prompts[:4], num_inference_steps=4, cross_attention_kwargs={"scale": 1.0})  # never merged
+    assert torch.equal(scaled, generate(pipe, prompts[:4], num_inference_steps=4, merge=False))
     assert all(torch.equal(before[n], p) for n, p in pipe.unet.named_parameters())
     pipe.disable_lora()  # switched off: sampled as the base model, not merged in
     base = load_pipeline(device="cpu")
