@@ -338,7 +338,7 @@ def _generate_each(pipe: StableDiffusionPipeline, prompts: list[str], seeds: lis
 def merged_adapters(pipe: StableDiffusionPipeline) -> Iterator[None]:
     """Inside the block, every active peft adapter (LoRA, DoRA, LoHa, LoKr) is merged into its base weights, as
     `pipe.fuse_lora()` merges it: the same network up to float rounding, at the base model's cost (an unmerged
-    adapter adds an extra small matmul per layer: about 1.4x the sampling time on this CPU,
+    adapter adds an extra small matmul per layer: about 1.2x the sampling time on this CPU,
     `benchmarks/generate.py`). Leaving restores the exact base weights; adapters already merged by the user, or
     switched off (`pipe.disable_lora()`), are left as they are."""
     saved: list[tuple[BaseTunerLayer, torch.Tensor]] = []  # (layer, its base weight before merging)
