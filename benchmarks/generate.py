@@ -31,9 +31,9 @@ from lorakit.pipeline import (
 from lorakit.timing import interleaved_medians
 
 SETTINGS = [
-    ("default: DPM-Solver 20 steps, guidance 4", DEFAULT_STEPS, DEFAULT_GUIDANCE),
-    ("10 steps, guidance 4", 10, DEFAULT_GUIDANCE),
-    ("20 steps, no guidance (1 UNet pass/step)", DEFAULT_STEPS, 1.0),
+    (f"default: DPM-Solver {DEFAULT_STEPS} steps, guidance {DEFAULT_GUIDANCE:g}", DEFAULT_STEPS, DEFAULT_GUIDANCE),
+    ("20 steps, guidance 4", 20, DEFAULT_GUIDANCE),
+    (f"{DEFAULT_STEPS} steps, no guidance (1 UNet pass/step)", DEFAULT_STEPS, 1.0),
     ("50 steps, guidance 4 (diffusers' default steps)", 50, DEFAULT_GUIDANCE),
 ]
 PROMPTS = ["a large red circle", "a small blue square", "a large yellow triangle", "a small purple circle"] * 4

@@ -25,6 +25,7 @@ from lorakit.diffusion import TrainConfig, denoising_loss, encode_data
 from lorakit.finetune import train
 from lorakit.formats import save_lora
 from lorakit.memory import measure_peak_memory, saved_for_backward
+from lorakit.paths import PIPELINE_DIR
 from lorakit.pipeline import load_pipeline
 from lorakit.sd15 import sd15_pipeline
 from lorakit.timing import interleaved_medians
@@ -58,7 +59,7 @@ def _step_costs(pipe, enc) -> dict[str, float]:
 
 
 def main() -> None:
-    models = {"tiny": (load_pipeline(), 1), "SD 1.5 architecture": (sd15_pipeline(), 2)}
+    models = {"tiny": (load_pipeline(PIPELINE_DIR), 1), "SD 1.5 architecture": (sd15_pipeline(), 2)}
     rows = {}
     encoded = {}
     for name, (pipe, scale) in models.items():

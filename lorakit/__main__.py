@@ -14,7 +14,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from lorakit.paths import REPO_ROOT, RUNS_DIR, repo_path
+from lorakit.paths import REPO_ROOT, RUNS_DIR, base_checkpoint_dir, concept_adapters_dir, repo_path
 
 
 def _int_at_least(minimum: int):
@@ -147,8 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--seed", type=_non_negative_int)
     pre.set_defaults(func=_pretrain)
 
-    ada = sub.add_parser("train-adapters", help="train the concept adapters notebook 05 mixes (shipped: data/adapters)")
-    _common(ada, RUNS_DIR / "adapters", "folder of concept adapters")
+    ada = sub.add_parser("train-adapters", help="train the concept adapters notebook 05 mixes (shipped: data/adapters; "
+                                                "with LORAKIT_BASE set, --out defaults to runs/adapters-<its folder name>)")
+    # runs/adapters for the tiny model; with LORAKIT_BASE set, the folder notebook 05 reads that model's from
+    adapters_out = RUNS_DIR / "adapters" if base_checkpoint_dir() is None else concept_adapters_dir()
+    _common(ada, adapters_out, "folder of concept adapters")
     ada.add_argument("--steps", type=_positive_int, default=250)
     ada.add_argument("--seeds", type=_non_negative_int, nargs="+",
                      help="one training run per seed, trained together (shipped: 0 1 2 3 4; seed 0 is <concept>.safetensors)")

@@ -30,7 +30,7 @@ from lorakit.concepts import adapter_path
 from lorakit.data import ATTRIBUTES, HELD_OUT, as_uint8
 from lorakit.merge import Mixer
 from lorakit.metrics import proportion_ci
-from lorakit.pipeline import generate
+from lorakit.pipeline import DEFAULT_STEPS, generate
 from lorakit.pixels import pixel_words
 
 AGREEMENT_BAR = 0.95  # the judge is trusted on an attribute when its agreement with the pixel rules (95% CI) reaches this
@@ -172,7 +172,7 @@ def audit_judge(situations: dict[str, torch.Tensor], classifier: AttributeClassi
 
 
 def audit_situations(pipe: StableDiffusionPipeline, n_per_prompt: int = 4, n_blend: int = 16, seed: int = 0,
-                     steps: int = 10) -> dict[str, torch.Tensor]:
+                     steps: int = DEFAULT_STEPS) -> dict[str, torch.Tensor]:
     """Generated images of the situations notebooks 01-05 judge, by name (uint8 (B, 3, 32, 32) each).
 
     "base": every pre-training prompt; "orange LoRA" / "striped LoRA": the shipped adapters on prompts

@@ -26,6 +26,7 @@ from lorakit.data import (
     COLOURS,
     ShapesDataset,
     as_uint8,
+    at_kit_size,
     concat_datasets,
     make_dataset,
     no_object_images,
@@ -33,7 +34,7 @@ from lorakit.data import (
     warped_images,
 )
 from lorakit.devices import device as pick_device
-from lorakit.paths import CLASSIFIER_PATH, atomic_path, check_output_file
+from lorakit.paths import CLASSIFIER_PATH, PIPELINE_DIR, atomic_path, check_output_file
 from lorakit.pipeline import load_pipeline, vae_round_trip
 from lorakit.pixels import nearest_colour, object_hues
 from lorakit.seeds import seeded
@@ -102,9 +103,12 @@ def load_classifier(path: str | Path | None = None, device: str | torch.device |
 
 @torch.no_grad()
 def classify(model: AttributeClassifier, images, batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """Probabilities per attribute group (B, n_values), "position" (B, 2) and P(one object) "object" (B,), on the CPU."""
+    """Probabilities per attribute group (B, n_values), "position" (B, 2) and P(one object) "object" (B,), on the CPU.
+
+    The judge reads 32 px images: a larger model's images are area-averaged down first (`lorakit.data.at_kit_size`).
+    """
     dev = next(model.parameters()).device
-    x = as_uint8(images)
+    x = at_kit_size(images)  # (B, 3, 32, 32)
     parts: dict[str, list[torch.Tensor]] = {}
     how = {"position": lambda v: v, "object": torch.sigmoid}
     for i in range(0, len(x), batch_size):
@@ -130,7 +134,7 @@ def predict_words(model: AttributeClassifier, images) -> list[dict[str, str]]:
 def features(model: AttributeClassifier, images, batch_size: int = 256) -> torch.Tensor:
     """Penultimate-layer features of an image batch; (B, 96) on the CPU (arguments in `classify`'s order)."""
     dev = next(model.parameters()).device
-    x = as_uint8(images)
+    x = at_kit_size(images)  # (B, 3, 32, 32)
     return torch.cat([model.features(_prepare(x[i : i + batch_size], dev)).cpu() for i in range(0, len(x), batch_size)])
 
 
@@ -241,7 +245,7 @@ def train_classifier(
         check_output_file(out, overwrite, "classifier file", flag="--overwrite (overwrite=True)", is_own=_is_classifier_file)
     dev = pick_device(device)
     if vae is None:
-        vae = load_pipeline().vae
+        vae = load_pipeline(PIPELINE_DIR).vae  # the tiny model's VAE: the judge learns its round trips
     train = _judge_training_set(n_train, seed, min(n_train // 4, steps * batch_size // 4), vae)
     val = make_dataset(2_000, seed=seed + 2, include=ATTRIBUTE_WORDS)
     with seeded(seed):

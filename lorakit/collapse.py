@@ -23,7 +23,7 @@ from lorakit.metrics import (
     position_spread,
     precision_recall_density_coverage,
 )
-from lorakit.pipeline import generate, generate_groups
+from lorakit.pipeline import DEFAULT_STEPS, generate, generate_groups
 from lorakit.seeds import EVAL_SEED, PROBE_OFFSETS, PROBE_REAL_SEED
 
 METRICS = {  # name: what it measures (and which way is good)
@@ -52,7 +52,7 @@ class CollapseProbe:
     size: str = "small"
     n: int = 16  # samples per prompt group
     seed: int = EVAL_SEED
-    sample_steps: int = 10
+    sample_steps: int = DEFAULT_STEPS
     classifier: AttributeClassifier = field(default_factory=load_classifier, repr=False)
 
     def __post_init__(self) -> None:

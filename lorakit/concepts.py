@@ -24,9 +24,16 @@ from lorakit.evaluation import score_prompts
 from lorakit.diffusion import TrainConfig
 from lorakit.seeds import ADAPTER_CHECK_SEED
 from lorakit.stacked import train_stacked
-from lorakit.paths import DATA_DIR, atomic_folder, atomic_path, check_output_folder, swap_in
+from lorakit.paths import (
+    ADAPTERS_DIR,
+    atomic_folder,
+    atomic_path,
+    base_checkpoint_dir,
+    check_output_folder,
+    concept_adapters_dir,
+    swap_in,
+)
 
-ADAPTERS_DIR = DATA_DIR / "adapters"
 CONCEPTS = ("orange", "striped")  # one held-out colour, one held-out style
 RANK, ALPHA = 4, 8.0
 LR = 1.5e-3  # at scale 2 this moves ΔW = 2·BA as fast as notebook 02's 3e-3 at scale 1
@@ -40,14 +47,19 @@ def adapter_file_name(concept: str, seed: int = 0) -> str:
 
 
 def adapter_path(concept: str, seed: int = 0) -> Path:
-    """The shipped adapter file for a concept (one of its training runs, `SEEDS`); a clear error if unknown or missing."""
+    """A concept's adapter file (one of its training runs, `SEEDS`) for the chapters' base model; a clear error if
+    unknown or missing. The tiny model's are shipped; a LORAKIT_BASE model's are trained once (`concept_adapters_dir`)."""
     if concept not in CONCEPTS:
         raise ValueError(f"no shipped adapter for {concept!r}; the kit ships {list(CONCEPTS)}")
     if seed not in SEEDS:
         raise ValueError(f"no shipped training run with seed {seed!r}; the kit ships seeds {list(SEEDS)}")
-    path = ADAPTERS_DIR / adapter_file_name(concept, seed)
+    path = concept_adapters_dir() / adapter_file_name(concept, seed)
     if not path.is_file():
-        raise FileNotFoundError(f"adapter file {path} is missing; {_REBUILD_HINT}")
+        base = base_checkpoint_dir()
+        hint = _REBUILD_HINT if base is None else (
+            f"the concept adapters of {base} are trained once, with LORAKIT_BASE set: `python -m lorakit train-adapters` "
+            f"writes them to {path.parent}")
+        raise FileNotFoundError(f"adapter file {path} is missing; {hint}")
     return path
 
 

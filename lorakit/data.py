@@ -262,6 +262,24 @@ def as_uint8(images) -> torch.Tensor:
     raise TypeError(f"cannot read images of type {type(images).__name__}; pass a tensor, numpy array or list of PIL images")
 
 
+def resize_images(images, size: int) -> torch.Tensor:
+    """uint8 (B, 3, size, size): nearest neighbour up (the kit's shapes drawn for a larger model, edges kept crisp),
+    area averaging down (a larger model's images brought to the judge's 32 px)."""
+    require_whole("size", size)
+    x = as_uint8(images)  # (B, 3, H, W)
+    if x.shape[-2:] == (size, size):
+        return x
+    if x.shape[-2] != x.shape[-1]:
+        raise ValueError(f"the kit resizes square images only, got {x.shape[-2]}x{x.shape[-1]}")
+    mode = "nearest-exact" if size > x.shape[-1] else "area"
+    return torch.nn.functional.interpolate(x.float(), size=(size, size), mode=mode).round().clamp(0, 255).to(torch.uint8)
+
+
+def at_kit_size(images) -> torch.Tensor:
+    """Images at the kit's 32 px, uint8 (B, 3, 32, 32): what the judge and the pixel metrics read, whatever the model."""
+    return resize_images(images, IMAGE_SIZE)
+
+
 def make_dataset(
     n: int,
     seed: int = 0,

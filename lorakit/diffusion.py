@@ -18,7 +18,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNe
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from lorakit.arguments import require_whole
-from lorakit.data import ShapesDataset, to_model_range
+from lorakit.data import IMAGE_SIZE, ShapesDataset, resize_images, to_model_range
 from lorakit.pipeline import training_scheduler
 
 
@@ -45,11 +45,21 @@ def encode_parts(
     data: ShapesDataset,
     batch_size: int = 256,
 ) -> EncodedData:
-    """Encode images (posterior mean and std) and tokenize captions; embed them too if a text encoder is given."""
+    """Encode images (posterior mean and std) and tokenize captions; embed them too if a text encoder is given.
+
+    The kit's 32 px shapes are drawn at the VAE's own size first when it is larger (SD 1.5's: 512 px,
+    `lorakit.data.resize_images`); images of any other size are encoded as they are.
+    """
     dev = vae.device
+    size = vae.config.sample_size
+    upscale = data.images.shape[-1] == IMAGE_SIZE and isinstance(size, int) and size > IMAGE_SIZE
+    step = max(1, batch_size * IMAGE_SIZE**2 // size**2) if upscale else batch_size  # the same pixels per batch
     means, stds = [], []
-    for i in range(0, len(data), batch_size):
-        dist = vae.encode(to_model_range(data.images[i : i + batch_size]).to(dev)).latent_dist
+    for i in range(0, len(data), step):
+        images = data.images[i : i + step]  # (b, 3, 32, 32) uint8
+        if upscale:
+            images = resize_images(images, size)  # (b, 3, size, size)
+        dist = vae.encode(to_model_range(images).to(dev)).latent_dist
         means.append(dist.mean)
         stds.append(dist.std)
     ids = tokenizer(data.captions, padding="max_length", truncation=True, return_tensors="pt").input_ids

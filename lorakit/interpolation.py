@@ -20,7 +20,7 @@ from lorakit.classifier import ATTRIBUTES, OBJECT_THRESHOLD, AttributeClassifier
 from lorakit.evaluation import judge_diversity
 from lorakit.merge import Mixer
 from lorakit.metrics import image_vendi
-from lorakit.pipeline import generate
+from lorakit.pipeline import DEFAULT_STEPS, generate
 
 DEFAULT_TS = tuple(float(t) for t in np.round(np.linspace(0, 1, 11), 2))
 
@@ -58,7 +58,7 @@ class BlendStudy:
     """Cached generations and measures for mixes of a Mixer's two adapters on one prompt."""
 
     def __init__(self, mixer: Mixer, prompt: str, concept_a: str, concept_b: str, n: int = 16, seed: int = 0,
-                 sample_steps: int = 10, classifier: AttributeClassifier | None = None) -> None:
+                 sample_steps: int = DEFAULT_STEPS, classifier: AttributeClassifier | None = None) -> None:
         self.mixer, self.prompt, self.n, self.seed, self.sample_steps = mixer, prompt, n, seed, sample_steps
         self.concepts = (concept_of(concept_a), concept_of(concept_b))
         self.classifier = classifier if classifier is not None else load_classifier()

@@ -14,7 +14,7 @@ import scipy.stats
 from scipy import linalg
 
 from lorakit.classifier import AttributeClassifier, load_classifier, predict_words
-from lorakit.data import BACKGROUND, as_uint8, parse_prompt
+from lorakit.data import BACKGROUND, as_uint8, at_kit_size, parse_prompt, resize_images
 
 
 def right_per_image(
@@ -102,9 +102,9 @@ def image_vendi(images) -> float:
 
     Sensitive to where things are, which classifier features mostly are not: 16 near-copies of one
     object (a pixel of jitter) score 1.6, the same object at 16 random places 9.1, and N identical
-    images exactly 1.
+    images exactly 1. Measured at the kit's 32 px, whatever the model's size.
     """
-    x = as_uint8(images).flatten(1).float()  # (B, 3*H*W)
+    x = at_kit_size(images).flatten(1).float()  # (B, 3*32*32)
     bg = torch.tensor(BACKGROUND, dtype=torch.float32).repeat_interleave(x.shape[1] // 3)  # (3*H*W,)
     return vendi_score(x - bg)
 
@@ -116,8 +116,8 @@ def position_spread(positions) -> float:
 
 
 def object_area(images, threshold: int = 40) -> torch.Tensor:
-    """Fraction of each image's pixels that differ from the background (any channel by > threshold): (B,)."""
-    x = as_uint8(images).float()  # (B, 3, H, W)
+    """Fraction of each image's pixels that differ from the background (any channel by > threshold), at 32 px: (B,)."""
+    x = at_kit_size(images).float()  # (B, 3, 32, 32)
     bg = torch.tensor(BACKGROUND, dtype=torch.float32)[None, :, None, None]  # (1, 3, 1, 1)
     return ((x - bg).abs().amax(1) > threshold).float().mean((1, 2))
 
@@ -151,12 +151,12 @@ def precision_recall_density_coverage(real_feats, fake_feats, k: int = 5) -> dic
 def nearest_train_distance(generated, train) -> torch.Tensor:
     """For each generated image, RMS pixel distance (in [0, 1] units) to its nearest training image.
 
-    Near 0 means the sample copies a training image: the memorisation signal. Shape (B,).
+    Near 0 means the sample copies a training image: the memorisation signal. Shape (B,). Both are compared at
+    the training images' size (a larger model's samples are area-averaged down to it).
     """
-    g = as_uint8(generated).flatten(1).float() / 255.0  # (B, 3*H*W)
-    t = as_uint8(train).flatten(1).float() / 255.0  # (N, 3*H*W)
-    if g.shape[1] != t.shape[1]:
-        raise ValueError(f"generated images ({g.shape[1]} values) and training images ({t.shape[1]}) differ in size")
+    t = as_uint8(train)  # (N, 3, H, W)
+    g = resize_images(generated, t.shape[-1]).flatten(1).float() / 255.0  # (B, 3*H*W)
+    t = t.flatten(1).float() / 255.0  # (N, 3*H*W)
     return torch.cdist(g, t).min(dim=1).values / g.shape[1] ** 0.5
 
 

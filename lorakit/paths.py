@@ -26,6 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"
 CLASSIFIER_PATH = DATA_DIR / "classifier.safetensors"
 PIPELINE_DIR = DATA_DIR / "tiny-sd"
+ADAPTERS_DIR = DATA_DIR / "adapters"  # the shipped concept adapters (notebook 05)
 # What notebooks and commands write while they run; not committed. LORAKIT_RUNS moves it (`make test` gives
 # each of its parallel workers its own, so that a notebook and its student edition never share checkpoints).
 RUNS_DIR = Path(os.environ.get("LORAKIT_RUNS", "").strip() or REPO_ROOT / "runs").resolve()
@@ -56,6 +57,18 @@ def base_checkpoint_dir() -> Path | None:
         raise FileNotFoundError(f"LORAKIT_BASE={value!r} is not a pipeline folder (no model_index.json there): set it "
                                 "to a local stable-diffusion-v1-5 folder, or unset it for the random-weight SD 1.5")
     return path
+
+
+def base_pipeline_dir() -> Path:
+    """The pipeline every chapter loads: the LORAKIT_BASE folder when it is set, else the shipped tiny model."""
+    return base_checkpoint_dir() or PIPELINE_DIR
+
+
+def concept_adapters_dir() -> Path:
+    """The concept adapters notebook 05 mixes: the shipped ones (data/adapters) for the tiny model; for a LORAKIT_BASE
+    model, runs/adapters-<its folder name>, which `python -m lorakit train-adapters` fills when LORAKIT_BASE is set."""
+    base = base_checkpoint_dir()
+    return ADAPTERS_DIR if base is None else RUNS_DIR / f"adapters-{base.name}"
 
 
 def is_shipped(path: str | Path) -> bool:

@@ -51,15 +51,16 @@ from lorakit.arguments import require_whole
 from lorakit.data import IMAGE_SIZE, as_uint8, to_model_range, to_uint8, unknown_words
 from lorakit.devices import device as pick_device
 from lorakit.generations import DTYPE_KWARG
-from lorakit.paths import PIPELINE_DIR
+from lorakit.paths import base_pipeline_dir
 from lorakit.seeds import seeded
 from lorakit.tokenizer import MAX_LENGTH, build_tokenizer
 
 TEXT_DIM = 64  # width of the text embeddings the UNet cross-attends to (SD 1.5: 768)
-DEFAULT_STEPS = 20  # sampler steps for generate()
+DEFAULT_STEPS = 10  # sampler steps for generate(): as accurate as 40 steps by notebook 01's rule (section 3)
 DEFAULT_GUIDANCE = 4.0  # classifier-free guidance scale for generate()
-# Images per pipeline call and per VAE decode in generate(): this CPU's per-image cost is lowest there, and
-# grows for bigger batches (diffusers decodes a call's whole batch at once); benchmarks/generate.py.
+# Images per pipeline call and per VAE decode in generate() at 32 px (fewer for a larger model, the same pixels):
+# this CPU's per-image cost is lowest there, and grows for bigger batches (diffusers decodes a call's whole batch
+# at once); benchmarks/generate.py.
 GENERATE_CHUNK, DECODE_CHUNK = 128, 32
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections SD LoRAs target
 TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")  # CLIP's attention, kohya's "lora_te_" modules
@@ -193,8 +194,9 @@ def quiet_loading() -> Iterator[None]:
 
 
 def load_pipeline(path: str | Path | None = None, device: str | torch.device | None = None) -> StableDiffusionPipeline:
-    """The shipped tiny pipeline (data/tiny-sd) via `from_pretrained`, offline, float32, all weights frozen."""
-    path = Path(path) if path is not None else PIPELINE_DIR
+    """A pipeline via `from_pretrained`, offline, float32, all weights frozen: by default the shipped tiny model
+    (data/tiny-sd), or the folder the LORAKIT_BASE setting names (e.g. a local stable-diffusion-v1-5)."""
+    path = Path(path) if path is not None else base_pipeline_dir()
     check_pipeline_dir(path)
     dev = pick_device(device)  # an unavailable device is refused before loading
     with quiet_loading():
@@ -213,6 +215,11 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device | N
     for part in (pipe.vae, pipe.text_encoder, pipe.unet):  # frozen: training code unfreezes what it trains
         part.requires_grad_(False)
     return pipe.to(dev)
+
+
+def image_size(pipe: StableDiffusionPipeline) -> int:
+    """The side in pixels of the images a pipeline draws by default: 32 for the tiny model, 512 for SD 1.5."""
+    return pipe.unet.config.sample_size * pipe.vae_scale_factor
 
 
 def _broken_file(path: Path) -> Path | None:
@@ -255,9 +262,10 @@ def generate(
     merge: bool = True,
     **kwargs,
 ) -> torch.Tensor:
-    """Images for prompts as uint8 (B, 3, 32, 32); image i uses seed + i, whatever the batch or device.
+    """Images for prompts as uint8 (B, 3, H, W) (32 px on the tiny model); image i uses seed + i, whatever the batch
+    or device.
 
-    Warns about words the model never saw in training (they are spelled out letter by letter).
+    Warns about words the tiny model never saw in training (they are spelled out letter by letter).
     Extra keyword arguments go to the pipeline call (e.g. cross_attention_kwargs). With `merge` (the
     default), active peft adapters are merged into the weights while sampling (`merged_adapters`), as
     `pipe.fuse_lora()` merges them: the same images up to float rounding, faster; `merge=False` runs them
@@ -290,16 +298,17 @@ def generate_groups(
         sizes.append(len(each))
     if not prompts:
         raise ValueError("no groups given: pass a list of (prompts, seed, n_per_prompt)")
-    unknown = sorted({w for p in prompts for w in unknown_words(p)})
-    if unknown:
+    unknown = sorted({w for p in prompts for w in unknown_words(p)}) if pipe.tokenizer.model_max_length == MAX_LENGTH else []
+    if unknown:  # the kit's own tokenizer (16 tokens) spells unknown words letter by letter; CLIP's knows them
         warnings.warn(f"words the tiny model has never seen: {unknown}; it can only guess at them", stacklevel=3)
     return list(_generate_each(pipe, prompts, seeds, num_inference_steps, guidance_scale, merge, **kwargs).split(sizes))
 
 
 def _generate_each(pipe: StableDiffusionPipeline, prompts: list[str], seeds: list[int], num_inference_steps: int,
                    guidance_scale: float, merge: bool, **kwargs) -> torch.Tensor:
-    """One image per (prompt, seed), as uint8 (B, 3, 32, 32): pipeline calls of GENERATE_CHUNK images, decoded in
-    DECODE_CHUNKs (each image's noise comes from its own seed, so the chunks change nothing but float rounding)."""
+    """One image per (prompt, seed), as uint8 (B, 3, H, W): pipeline calls of GENERATE_CHUNK images, decoded in
+    DECODE_CHUNKs, both at 32 px (each image's noise comes from its own seed, so the chunks change nothing but float
+    rounding)."""
     accepted = inspect.signature(pipe.__call__).parameters
     unknown = sorted(k for k in kwargs if k not in accepted)
     if unknown:  # diffusers would drop them silently
@@ -311,7 +320,9 @@ def _generate_each(pipe: StableDiffusionPipeline, prompts: list[str], seeds: lis
                         "call the pipeline itself (pipe(...)) to pass them")
     # Noise is drawn on the CPU whatever the device, so a seed gives the same image on a laptop and a GPU.
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-    starts = range(0, len(prompts), GENERATE_CHUNK)
+    area = (IMAGE_SIZE / image_size(pipe)) ** 2  # a 512 px model: 1/256 of the 32 px batch's images, the same pixels
+    per_call, per_decode = max(1, int(GENERATE_CHUNK * area)), max(1, int(DECODE_CHUNK * area))
+    starts = range(0, len(prompts), per_call)
     images = []
     # A call-time LoRA scale (cross_attention_kwargs) is applied by diffusers to unmerged layers only.
     merged = merged_adapters(pipe) if merge and "cross_attention_kwargs" not in kwargs else nullcontext()
@@ -319,14 +330,14 @@ def _generate_each(pipe: StableDiffusionPipeline, prompts: list[str], seeds: lis
         # a bar only for a call long enough to wait for (4 chunks: about 12 s here); loops have their own
         for i in tqdm(starts, desc=f"{len(prompts)} images", leave=False, disable=len(starts) < 4):
             latents = pipe(
-                prompt=prompts[i : i + GENERATE_CHUNK],
-                generator=generators[i : i + GENERATE_CHUNK],
+                prompt=prompts[i : i + per_call],
+                generator=generators[i : i + per_call],
                 num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale,
                 output_type="latent",
                 **kwargs,
-            ).images  # (b, 4, 8, 8)
-            for part in latents.split(DECODE_CHUNK):
+            ).images  # (b, 4, h, w): 8 x 8 on the tiny model
+            for part in latents.split(per_decode):
                 # what pipe(..., output_type="pt") does after the last step
                 decoded = pipe.vae.decode(part / pipe.vae.config.scaling_factor, return_dict=False)[0]  # in [-1, 1]
                 out = pipe.image_processor.postprocess(decoded, output_type="pt", do_denormalize=[True] * len(part))

@@ -10,6 +10,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.pop("LORAKIT_BASE", None)  # the tests run on the tiny model; test_base_model sets another base itself
 if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs in parallel: each worker (and its kernels) its own runs/
     _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.environ["LORAKIT_RUNS"] = os.path.join(_root, "runs", f"test-{os.environ['PYTEST_XDIST_WORKER']}")

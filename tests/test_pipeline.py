@@ -14,6 +14,7 @@ from diffusers.utils import convert_state_dict_to_diffusers
 from lorakit.evaluation import score_prompts
 from lorakit.paths import PIPELINE_DIR
 from lorakit.pipeline import (
+    DEFAULT_STEPS,
     GENERATE_CHUNK,
     LORA_TARGETS,
     build_pipeline,
@@ -24,8 +25,16 @@ from lorakit.pipeline import (
     parameter_counts,
 )
 from lorakit.pretrain import save_pipeline_atomic
+from lorakit.results import RESULTS_DIR
 
 PROMPTS = ["a large red circle", "a small blue square", "a large yellow triangle", "a small green circle"]
+
+
+def test_the_default_step_count_passes_notebook_01s_rule_in_the_committed_run():
+    saved = json.loads((RESULTS_DIR / "01_tiny_stable_diffusion.json").read_text())
+    steps = saved["sampler_steps"]
+    assert steps["kit_default"] == DEFAULT_STEPS
+    assert steps["rows"][str(DEFAULT_STEPS)]["as_accurate"] == "holds"  # within 2 points of 40 steps, 95% CI
 
 
 def test_shipped_pipeline_is_a_stock_sd_pipeline_and_small(pipe):
