@@ -149,8 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ada = sub.add_parser("train-adapters", help="train the concept adapters notebook 05 mixes (shipped: data/adapters; "
                                                 "with LORAKIT_BASE set, --out defaults to runs/adapters-<its folder name>)")
-    # runs/adapters for the tiny model; with LORAKIT_BASE set, the folder notebook 05 reads that model's from
-    adapters_out = RUNS_DIR / "adapters" if base_checkpoint_dir() is None else concept_adapters_dir()
+    try:  # runs/adapters for the tiny model; with LORAKIT_BASE set, the folder notebook 05 reads that model's from
+        adapters_out = RUNS_DIR / "adapters" if base_checkpoint_dir() is None else concept_adapters_dir()
+    except FileNotFoundError:  # a wrong LORAKIT_BASE stops train-adapters when it loads the model, not every command
+        adapters_out = RUNS_DIR / "adapters"
     _common(ada, adapters_out, "folder of concept adapters")
     ada.add_argument("--steps", type=_positive_int, default=250)
     ada.add_argument("--seeds", type=_non_negative_int, nargs="+",

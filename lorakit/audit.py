@@ -173,7 +173,7 @@ def audit_judge(situations: dict[str, torch.Tensor], classifier: AttributeClassi
 
 def audit_situations(pipe: StableDiffusionPipeline, n_per_prompt: int = 4, n_blend: int = 16, seed: int = 0,
                      steps: int = DEFAULT_STEPS) -> dict[str, torch.Tensor]:
-    """Generated images of the situations notebooks 01-05 judge, by name (uint8 (B, 3, 32, 32) each).
+    """Generated images of the situations notebooks 01-05 judge, by name (uint8 (B, 3, H, W) each).
 
     "base": every pre-training prompt; "orange LoRA" / "striped LoRA": the shipped adapters on prompts
     naming their concept; "weight t=..." / "factor t=...": the two adapters mixed (notebook 05).

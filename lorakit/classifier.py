@@ -108,11 +108,11 @@ def classify(model: AttributeClassifier, images, batch_size: int = 256) -> dict[
     The judge reads 32 px images: a larger model's images are area-averaged down first (`lorakit.data.at_kit_size`).
     """
     dev = next(model.parameters()).device
-    x = at_kit_size(images)  # (B, 3, 32, 32)
+    x = as_uint8(images)  # (B, 3, H, W)
     parts: dict[str, list[torch.Tensor]] = {}
     how = {"position": lambda v: v, "object": torch.sigmoid}
     for i in range(0, len(x), batch_size):
-        out = model(_prepare(x[i : i + batch_size], dev))
+        out = model(_prepare(at_kit_size(x[i : i + batch_size]), dev))  # (b, 3, 32, 32) in
         for k, v in out.items():
             parts.setdefault(k, []).append(how.get(k, lambda v: v.softmax(-1))(v).cpu())
     return {k: torch.cat(v) for k, v in parts.items()}
@@ -134,8 +134,9 @@ def predict_words(model: AttributeClassifier, images) -> list[dict[str, str]]:
 def features(model: AttributeClassifier, images, batch_size: int = 256) -> torch.Tensor:
     """Penultimate-layer features of an image batch; (B, 96) on the CPU (arguments in `classify`'s order)."""
     dev = next(model.parameters()).device
-    x = at_kit_size(images)  # (B, 3, 32, 32)
-    return torch.cat([model.features(_prepare(x[i : i + batch_size], dev)).cpu() for i in range(0, len(x), batch_size)])
+    x = as_uint8(images)  # (B, 3, H, W): brought to 32 px a batch at a time
+    return torch.cat([model.features(_prepare(at_kit_size(x[i : i + batch_size]), dev)).cpu()
+                      for i in range(0, len(x), batch_size)])
 
 
 def accuracy_table(model: AttributeClassifier, data: ShapesDataset) -> dict[str, float]:

@@ -75,7 +75,7 @@ class CollapseProbe:
 
     def group_samples(self, pipe: StableDiffusionPipeline, group: str, n_per_prompt: int | None = None,
                       seed_offset: int = 0, **kwargs) -> torch.Tensor:
-        """Samples of one prompt group ("token", "edit", "class" or "plain"), uint8 (B, 3, 32, 32).
+        """Samples of one prompt group ("token", "edit", "class" or "plain"), uint8 (B, 3, H, W).
 
         n_per_prompt defaults to the probe's: n per prompt, but n // 4 for the four class prompts (a
         diagnostic no verdict uses). Image i of a group always comes from the same seed, so a smaller

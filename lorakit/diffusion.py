@@ -19,15 +19,15 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from lorakit.arguments import require_whole
 from lorakit.data import IMAGE_SIZE, ShapesDataset, resize_images, to_model_range
-from lorakit.pipeline import training_scheduler
+from lorakit.pipeline import image_size, training_scheduler
 
 
 @dataclass
 class EncodedData:
     """A dataset pushed through the frozen VAE (and, unless it trains, the text encoder) once."""
 
-    latent_mean: torch.Tensor  # (N, 4, 8, 8), unscaled
-    latent_std: torch.Tensor  # (N, 4, 8, 8)
+    latent_mean: torch.Tensor  # (N, 4, h, w), unscaled: 8 x 8 on the tiny model, 64 x 64 on SD 1.5
+    latent_std: torch.Tensor  # (N, 4, h, w)
     ids: torch.Tensor  # (N, 16) token ids of each caption
     empty_ids: torch.Tensor  # (1, 16) the empty prompt's, for caption dropout
     text: torch.Tensor | None = None  # (N, 16, 64) text-encoder outputs for each caption
@@ -44,15 +44,15 @@ def encode_parts(
     text_encoder: CLIPTextModel | None,
     data: ShapesDataset,
     batch_size: int = 256,
+    size: int | None = None,
 ) -> EncodedData:
     """Encode images (posterior mean and std) and tokenize captions; embed them too if a text encoder is given.
 
-    The kit's 32 px shapes are drawn at the VAE's own size first when it is larger (SD 1.5's: 512 px,
-    `lorakit.data.resize_images`); images of any other size are encoded as they are.
+    With `size` larger than 32 (a larger model's image size, e.g. SD 1.5's 512), the kit's 32 px shapes are
+    drawn at that size first (`lorakit.data.resize_images`); images of any other size are encoded as they are.
     """
     dev = vae.device
-    size = vae.config.sample_size
-    upscale = data.images.shape[-1] == IMAGE_SIZE and isinstance(size, int) and size > IMAGE_SIZE
+    upscale = size is not None and data.images.shape[-1] == IMAGE_SIZE and size > IMAGE_SIZE
     step = max(1, batch_size * IMAGE_SIZE**2 // size**2) if upscale else batch_size  # the same pixels per batch
     means, stds = [], []
     for i in range(0, len(data), step):
@@ -72,8 +72,8 @@ def encode_parts(
 
 
 def encode_data(pipe: StableDiffusionPipeline, data: ShapesDataset, batch_size: int = 256) -> EncodedData:
-    """Encode a dataset with a pipeline's frozen VAE, tokenizer and text encoder."""
-    return encode_parts(pipe.vae, pipe.tokenizer, pipe.text_encoder, data, batch_size)
+    """Encode a dataset with a pipeline's frozen VAE, tokenizer and text encoder, at the size the pipeline draws."""
+    return encode_parts(pipe.vae, pipe.tokenizer, pipe.text_encoder, data, batch_size, size=image_size(pipe))
 
 
 def check_training_args(steps: int, lr: float | None, batch_size: int = 1) -> None:

@@ -31,7 +31,7 @@ _centres: "weakref.WeakKeyDictionary[AttributeClassifier, torch.Tensor]" = weakr
 class Scored:
     """Images generated for prompts, and per image whether the judge reads what its prompt names."""
 
-    images: torch.Tensor = field(repr=False)  # (N, 3, 32, 32) uint8, n_per_prompt per prompt in order
+    images: torch.Tensor = field(repr=False)  # (N, 3, H, W) uint8 (32 px on the tiny model), n_per_prompt per prompt in order
     prompts: list[str] = field(repr=False)  # (N,) the prompt of each image
     right: dict[str, np.ndarray] = field(repr=False)  # group -> (N,) 1.0 / 0.0, NaN where the prompt names no such word
 
@@ -85,7 +85,7 @@ class QualityReport:
     rows: list[dict[str, float | str]]
     overall: dict[str, float]
     frechet: float
-    images: torch.Tensor = field(repr=False)  # (N, 3, 32, 32) uint8, n_per_prompt per prompt in order
+    images: torch.Tensor = field(repr=False)  # (N, 3, H, W) uint8 (32 px on the tiny model), n_per_prompt per prompt in order
     prompts: list[str] = field(repr=False)
 
     def worst(self, group: str) -> dict[str, float | str]:
@@ -114,10 +114,15 @@ def evaluate_prompts(
                            guidance_scale, clf)
              for i in tqdm(range(0, len(prompts), prompts_per_batch), desc="evaluate prompts", leave=False)]
     scored = concat_scored(parts)
-    words = sorted({w for p in prompts for w in parse_prompt(p).values()})
-    real = make_dataset(len(scored.images), seed=seed + REAL_OFFSET, include=words)
-    fd = frechet_distance(features(clf, scored.images), features(clf, real.images))
+    fd = frechet_to_real(clf, scored.images, scored.prompts, seed)
     return QualityReport(scored.by_prompt(), scored.accuracy, fd, scored.images, scored.prompts)
+
+
+def frechet_to_real(classifier: AttributeClassifier, images, prompts: Sequence[str], seed: int = 0) -> float:
+    """Fréchet distance, in the judge's features, between images and as many real renders of their prompts' words."""
+    words = sorted({w for p in set(prompts) for w in parse_prompt(p).values()})
+    real = make_dataset(len(images), seed=seed + REAL_OFFSET, include=words)
+    return frechet_distance(features(classifier, images), features(classifier, real.images))
 
 
 def _feature_centre(model: AttributeClassifier) -> torch.Tensor:

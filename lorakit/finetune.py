@@ -269,7 +269,7 @@ def finetune(
 
 
 def peak_training_memory(method: str, rank: int = 4, steps: int = 5, batch_size: int = 32) -> int:
-    """Peak RSS rise while fine-tuning `steps` steps at `batch_size`, measured in a fresh Python process.
+    """Peak RSS rise while fine-tuning the tiny model on the CPU for `steps` steps at `batch_size`, in a fresh process.
 
     A fresh process, because memory freed by earlier runs in this one is reused by the allocator
     and would hide part of the peak.
@@ -287,9 +287,10 @@ def peak_training_memory(method: str, rank: int = 4, steps: int = 5, batch_size:
 def _memory_probe(method: str, rank: int, steps: int, batch_size: int = 32) -> None:
     """Run in a subprocess by peak_training_memory: print the peak RSS rise in bytes."""
     from lorakit.data import make_dataset
+    from lorakit.paths import PIPELINE_DIR
     from lorakit.pipeline import load_pipeline
 
-    pipe = load_pipeline(device="cpu")
+    pipe = load_pipeline(PIPELINE_DIR, device="cpu")  # the tiny model whatever LORAKIT_BASE says: CPU memory, minutes
     data = encode_data(pipe, make_dataset(64, seed=0, include=["orange"]))
     with measure_peak_memory("cpu") as peak:
         finetune(pipe, data, TrainConfig(steps=steps, batch_size=batch_size), method=method, rank=rank, progress=False)

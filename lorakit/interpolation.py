@@ -68,7 +68,7 @@ class BlendStudy:
 
     def images(self, method: str, t: float, seed: int | None = None, strength: float = 1.0,
                n: int | None = None) -> torch.Tensor:
-        """uint8 (n, 3, 32, 32) samples of the prompt for one mix; generated once, then cached."""
+        """uint8 (n, 3, H, W) samples of the prompt for one mix (32 px on the tiny model); generated once, then cached."""
         seed = self.seed if seed is None else seed
         n = n or self.n
         key = (method, round(float(t), 4), seed, round(float(strength), 4), n)

@@ -44,7 +44,7 @@ def repo_path(path: str | Path) -> Path:
 
 
 def base_checkpoint_dir() -> Path | None:
-    """The real SD 1.5 folder the LORAKIT_BASE setting names (notebook 09), or None when it is unset.
+    """The real SD 1.5 folder the LORAKIT_BASE setting names (chapters 02-07 and notebook 09), or None when unset.
 
     Weights cannot be downloaded here: point it at a local copy of stable-diffusion-v1-5 (a folder
     with model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
@@ -55,7 +55,7 @@ def base_checkpoint_dir() -> Path | None:
     path = Path(value).expanduser()
     if not (path / "model_index.json").is_file():
         raise FileNotFoundError(f"LORAKIT_BASE={value!r} is not a pipeline folder (no model_index.json there): set it "
-                                "to a local stable-diffusion-v1-5 folder, or unset it for the random-weight SD 1.5")
+                                "to a local stable-diffusion-v1-5 folder, or unset it for the shipped tiny model")
     return path
 
 

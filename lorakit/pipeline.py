@@ -194,8 +194,8 @@ def quiet_loading() -> Iterator[None]:
 
 
 def load_pipeline(path: str | Path | None = None, device: str | torch.device | None = None) -> StableDiffusionPipeline:
-    """A pipeline via `from_pretrained`, offline, float32, all weights frozen: by default the shipped tiny model
-    (data/tiny-sd), or the folder the LORAKIT_BASE setting names (e.g. a local stable-diffusion-v1-5)."""
+    """A pipeline via `from_pretrained`, offline, float32, all weights frozen, sampling with DPM-Solver++: by default
+    the shipped tiny model (data/tiny-sd), or the folder the LORAKIT_BASE setting names (a local stable-diffusion-v1-5)."""
     path = Path(path) if path is not None else base_pipeline_dir()
     check_pipeline_dir(path)
     dev = pick_device(device)  # an unavailable device is refused before loading
@@ -211,6 +211,8 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device | N
         except Exception as err:  # name the broken file instead of a loader's traceback
             raise PipelineFolderError(f"{_broken_file(path) or path} could not be loaded ({type(err).__name__}: "
                                       f"{str(err)[:200]}); {_REBUILD_HINT}, or `git checkout data` for the shipped one") from err
+    if not isinstance(pipe.scheduler, DPMSolverMultistepScheduler):  # e.g. SD 1.5's PNDM: DEFAULT_STEPS is DPM-Solver's
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     for part in (pipe.vae, pipe.text_encoder, pipe.unet):  # frozen: training code unfreezes what it trains
         part.requires_grad_(False)
@@ -307,8 +309,8 @@ def generate_groups(
 def _generate_each(pipe: StableDiffusionPipeline, prompts: list[str], seeds: list[int], num_inference_steps: int,
                    guidance_scale: float, merge: bool, **kwargs) -> torch.Tensor:
     """One image per (prompt, seed), as uint8 (B, 3, H, W): pipeline calls of GENERATE_CHUNK images, decoded in
-    DECODE_CHUNKs, both at 32 px (each image's noise comes from its own seed, so the chunks change nothing but float
-    rounding)."""
+    DECODE_CHUNKs (counted in 32 px images: a 512 px model draws and decodes one at a time). Each image's noise
+    comes from its own seed, so the chunks change nothing but float rounding."""
     accepted = inspect.signature(pipe.__call__).parameters
     unknown = sorted(k for k in kwargs if k not in accepted)
     if unknown:  # diffusers would drop them silently

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from lorakit.data import ATTRIBUTE_WORDS, ATTRIBUTES, COLOURS, as_uint8, make_dataset
+from lorakit.data import ATTRIBUTE_WORDS, ATTRIBUTES, COLOURS, as_uint8, at_kit_size, make_dataset
 from lorakit.paths import PIPELINE_DIR, RUNS_DIR, atomic_path, json_text
 from lorakit.pipeline import load_pipeline, vae_round_trip
 from lorakit.seeds import PIXEL_CALIBRATION_SEED
@@ -245,6 +245,7 @@ def pixel_words(images) -> list[dict[str, str | None]]:
 
     An image in which no object stands out gets None for every attribute; an object of no recognisable
     shape (farther from every rendered silhouette than any of the held-out renders) gets None for shape and size.
+    The rules are calibrated at 32 px: a larger model's images are area-averaged down first.
     """
     cal = calibration()
-    return [_decide(measure(img), cal) for img in as_uint8(images)]
+    return [_decide(measure(img), cal) for img in at_kit_size(images)]

@@ -1,7 +1,8 @@
 """Small JSON result files the notebooks write, from which notebook 08 builds the claims table.
 
 Full-mode runs write notebooks/results/<notebook>.json (committed with the notebooks' outputs);
-quick-mode runs write under runs/quick-results/ so CI never overwrites the lesson's numbers.
+quick-mode runs write under runs/quick-results/ so CI never overwrites the lesson's numbers, and runs on another
+base model (LORAKIT_BASE) under runs/results-<its folder name>/: the committed numbers are the tiny model's.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 from pathlib import Path
 
 from lorakit.config import CFG
-from lorakit.paths import REPO_ROOT, RUNS_DIR, atomic_path, json_text
+from lorakit.paths import REPO_ROOT, RUNS_DIR, atomic_path, base_checkpoint_dir, json_text
 
 RESULTS_DIR = REPO_ROOT / "notebooks" / "results"
 
@@ -23,7 +24,9 @@ def notebook_number(notebook: str) -> str:
 def results_path(notebook: str, quick: bool | None = None) -> Path:
     """Where a notebook's results live in this mode (or the given one)."""
     quick = CFG.quick if quick is None else quick
-    return (RUNS_DIR / "quick-results" if quick else RESULTS_DIR) / f"{notebook}.json"
+    base = base_checkpoint_dir()
+    folder = RUNS_DIR / "quick-results" if quick else RESULTS_DIR if base is None else RUNS_DIR / f"results-{base.name}"
+    return folder / f"{notebook}.json"
 
 
 def save_results(notebook: str, results: dict) -> Path:

@@ -23,6 +23,8 @@ from lorakit.data import IMAGE_SIZE, at_kit_size, make_dataset, resize_images
 from lorakit.diffusion import encode_data
 from lorakit.metrics import image_vendi, nearest_train_distance, object_area
 from lorakit.pipeline import generate, image_size, load_pipeline
+from lorakit.pixels import pixel_words
+from lorakit.results import RESULTS_DIR, results_path
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +88,7 @@ def test_the_judge_and_the_pixel_metrics_read_a_larger_image_as_its_32_px_versio
     clf = load_classifier()
     for key, value in classify(clf, small).items():
         assert torch.allclose(classify(clf, big)[key], value, atol=1e-5), key
+    assert pixel_words(big) == pixel_words(small)
     assert image_vendi(big) == pytest.approx(image_vendi(small))
     assert torch.equal(object_area(big), object_area(small))
     assert torch.allclose(nearest_train_distance(big, small), torch.zeros(16), atol=1e-6)
@@ -123,3 +126,18 @@ def test_notebook_02_runs_unchanged_on_another_base_in_quick_mode(base64_dir, tm
                           str(paths.REPO_ROOT / "notebooks" / "02_lora_from_scratch.ipynb")],
                          env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+
+
+def test_a_run_on_another_base_never_writes_over_the_committed_results(on_base):
+    assert results_path("04_mode_collapse", quick=False) == paths.RUNS_DIR / "results-tiny-64px" / "04_mode_collapse.json"
+    assert not results_path("04_mode_collapse", quick=False).is_relative_to(RESULTS_DIR)
+
+
+def test_a_base_with_another_sampler_samples_with_dpm_solver_as_the_step_count_was_measured(base64_dir, tmp_path):
+    from diffusers import DPMSolverMultistepScheduler
+
+    folder = tmp_path / "pndm-base"
+    shutil.copytree(base64_dir, folder)
+    config = folder / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "_class_name": "PNDMScheduler"}))
+    assert isinstance(load_pipeline(folder).scheduler, DPMSolverMultistepScheduler)

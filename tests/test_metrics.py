@@ -9,8 +9,10 @@ from lorakit.metrics import (
     image_vendi,
     nearest_train_distance,
     object_area,
+    paired_share_difference_ci,
     position_spread,
     precision_recall_density_coverage,
+    proportion_ci,
     vendi_score,
 )
 
@@ -125,3 +127,37 @@ def test_vendi_matches_friedman_and_dieng_reference_package(seed):
     rng = np.random.default_rng(seed)
     for x in (rng.normal(size=(40, 8)), np.abs(rng.normal(size=(25, 96))), np.repeat(rng.normal(size=(3, 5)), 4, 0)):
         assert vendi_score(x) == pytest.approx(float(vendi.score_X(x, q=1, normalize=True)), abs=1e-6)
+
+
+def test_paired_share_difference_keeps_a_width_when_no_image_differs():
+    same = np.ones(480)
+    low, high = paired_share_difference_ci(same, same)
+    gap = 1 - proportion_ci(same)[0]  # Wilson's distance below 1 for 480 of 480
+    assert low == pytest.approx(-gap) and high == pytest.approx(gap) and gap > 0.005
+
+
+def test_paired_share_difference_is_antisymmetric_and_holds_its_estimate():
+    a = (np.random.default_rng(1).random(200) < 0.8).astype(float)
+    b = a.copy()
+    b[:12] = 1 - b[:12]  # 12 items differ
+    low, high = paired_share_difference_ci(a, b)
+    assert low < a.mean() - b.mean() < high
+    assert paired_share_difference_ci(b, a) == pytest.approx((-high, -low))
+
+
+def test_paired_share_difference_covers_the_truth_about_95_percent_of_the_time():
+    rng = np.random.default_rng(2)
+    hits = 0
+    for _ in range(1000):  # 100 strongly correlated pairs: P(a) = 0.9, P(b) = 0.85, b right only where a is
+        u = rng.random(100)
+        a, b = (u < 0.9).astype(float), (u < 0.85).astype(float)
+        low, high = paired_share_difference_ci(a, b)
+        hits += low <= 0.05 <= high
+    assert 0.92 <= hits / 1000 <= 0.99
+
+
+def test_paired_share_difference_refuses_unpaired_or_non_binary_outcomes():
+    with pytest.raises(ValueError, match="same length"):
+        paired_share_difference_ci([1, 0, 1], [1, 0])
+    with pytest.raises(ValueError, match="0 or 1"):
+        paired_share_difference_ci([1, 0.5], [1, 0])
