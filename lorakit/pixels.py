@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from lorakit.data import ATTRIBUTE_WORDS, ATTRIBUTES, COLOURS, as_uint8, at_kit_size, make_dataset
+from lorakit.data import ATTRIBUTE_WORDS, ATTRIBUTES, COLOURS, at_kit_size, make_dataset
 from lorakit.paths import PIPELINE_DIR, RUNS_DIR, atomic_path, json_text
 from lorakit.pipeline import load_pipeline, vae_round_trip
 from lorakit.seeds import PIXEL_CALIBRATION_SEED
