@@ -81,3 +81,43 @@ def _bar_is_off(_: int) -> bool:
 def test_workers_draw_no_progress_bars():
     assert parallel_map(_bar_is_off, [0, 1], workers=2) == [True, True]
     assert parallel_map(_bar_is_off, [0], workers=1) == [False]  # in this process, bars stay as asked
+
+
+def test_closures_run_in_workers_without_pickling():
+    offset = 10
+    assert parallel_map(lambda x: x + offset, [1, 2, 3], workers=2) == [11, 12, 13]
+
+
+def test_off_linux_or_on_a_gpu_jobs_run_here_whatever_the_count(monkeypatch):
+    monkeypatch.setattr(workers.sys, "platform", "darwin")
+    assert {pid for _, pid, _ in parallel_map(_square_with_pid, [1, 2, 3], workers=2)} == {os.getpid()}
+    monkeypatch.setattr(workers.sys, "platform", "linux")
+    monkeypatch.setattr(workers, "device", lambda: torch.device("cuda"))
+    assert {pid for _, pid, _ in parallel_map(_square_with_pid, [1, 2, 3], workers=2)} == {os.getpid()}
+
+
+def test_workers_have_one_thread_and_results_come_back_by_value():
+    results = parallel_map(_square_with_pid, [1, 2], workers=2)
+    assert [threads for *_, threads in results] == [1, 1]
+    big = parallel_map(lambda n: {f"w{i}": torch.full((64, 64), float(i)) for i in range(n)}, [300], workers=2)[0]
+    assert len(big) == 300 and float(big["w299"][0, 0]) == 299.0  # hundreds of tensors, no shared-memory descriptors
+
+
+def test_cores_follow_a_container_quota(monkeypatch, tmp_path):
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):
+        if str(path) == "/sys/fs/cgroup/cpu.max":
+            return real_open(tmp_path / "cpu.max", *args, **kwargs)
+        return real_open(path, *args, **kwargs)
+
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs
+    monkeypatch.setattr("builtins.open", fake_open)
+    monkeypatch.setattr(workers.os, "sched_getaffinity", lambda _: set(range(64)))
+    assert workers._cores() == 2
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert workers._cores() == 64
+    monkeypatch.delenv("LORAKIT_WORKERS", raising=False)
+    monkeypatch.setattr(workers, "device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(workers.sys, "platform", "linux")
+    assert default_workers() == workers.MAX_WORKERS
